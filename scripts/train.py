@@ -1,0 +1,26 @@
+"""Train one run: `python scripts/train.py mode=offline` (see conf/train.yaml and README)."""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from shiftlab.cli import user_errors
+from shiftlab.config import ShiftlabConfig, register_configs, validate
+from shiftlab.experiment import run
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(dict_cfg: DictConfig) -> None:
+    with user_errors():
+        cfg: ShiftlabConfig = validate(OmegaConf.to_object(dict_cfg))
+        hydra_cfg = HydraConfig.get()
+        run_dir = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+        print(f"[shiftlab] run finished: {run_dir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

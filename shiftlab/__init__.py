@@ -1,0 +1,3 @@
+"""shiftlab: measure the off-policy gap of DPO."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,298 @@
+"""Preference pairs: load / validate / save JSONL, and tokenize into a `PreferenceBatch`.
+
+A JSONL row holds at least ``prompt``, ``chosen`` and ``rejected`` (extra keys are ignored). Responses keep
+their leading space (prompt ``"the movie was"``, chosen ``" great ."``) because prompt and response are
+tokenized separately and concatenated, so texts must round-trip exactly.
+
+Truncation rule (the only one; see `truncate_pair`): a sequence is ``prompt_ids + response_ids + [eos]``.
+(1) The prompt keeps its *last* ``max_prompt_length`` tokens (the words next to the response matter most).
+(2) The response (with its eos) is then cut on the right so the total fits ``max_length``; a cut response
+did not end, so its eos is dropped. A pair counts in ``n_truncated`` if anything in either row was cut.
+Because ``max_prompt_length < max_length``, the prompt keeps >= 1 token and the response >= 1 token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+TEXT_FIELDS = ("prompt", "chosen", "rejected")
+REWARD_FIELDS = ("reward_chosen", "reward_rejected")
+MAX_SKIPPED_SHOWN = 5
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    reward_chosen: float | None = None
+    reward_rejected: float | None = None
+    behaviour: str | None = None  # policy that generated the responses ("sft", "policy@step40"); None = human
+    generated_at_step: int | None = None
+
+
+class PreferenceDataError(ValueError):
+    """A preference file (or pair) is malformed; the message names the file and 1-based line."""
+
+
+@dataclass
+class LoadReport:
+    n_loaded: int
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    first_skipped: list[str] = field(default_factory=list)  # "path:line: message", at most MAX_SKIPPED_SHOWN
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def _describe(value: Any) -> str:
+    text = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."  # error path only
+    return "null" if value is None else f"{text} ({type(value).__name__})"
+
+
+def _parse_reward(obj: dict, key: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # compare ints exactly: float() of a huge JSON integer would overflow
+    if not ok or not (math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max):
+        raise _Invalid("bad_reward", f'field "{key}" must be a finite number or null, got {_describe(value)}')
+    return float(value)
+
+
+def _parse_record(obj: Any) -> PreferencePair:
+    """JSON value -> PreferencePair, or raise `_Invalid` with a reason key and a message saying what was expected."""
+    if not isinstance(obj, dict):
+        expected = "line must be a JSON object with fields prompt, chosen, rejected"
+        raise _Invalid("not_object", f"{expected}, got {_describe(obj)}")
+    for key in TEXT_FIELDS:
+        if key not in obj:
+            raise _Invalid("missing_field", f'missing required field "{key}" (need prompt, chosen, rejected)')
+    for key in TEXT_FIELDS:  # a prompt may be blank-ish (" "), a response may not
+        value = obj[key]
+        if isinstance(value, str) and (value if key == "prompt" else value.strip()):
+            continue
+        reason = "empty_response" if isinstance(value, str) and key != "prompt" else "bad_text"
+        raise _Invalid(reason, f'field "{key}" must be a non-empty string, got {_describe(value)}')
+    for key in (*TEXT_FIELDS, "behaviour"):
+        # JSON "\ud800" escapes decode to lone surrogates, which UTF-8 (save, tokenizers) cannot encode
+        if isinstance(obj.get(key), str) and _SURROGATE.search(obj[key]):
+            raise _Invalid("bad_text", f'field "{key}" must be valid Unicode, got a lone surrogate escape')
+    if obj["chosen"] == obj["rejected"]:
+        raise _Invalid("identical_responses", 'fields "chosen" and "rejected" must differ, got the same text')
+    rewards = [_parse_reward(obj, key) for key in REWARD_FIELDS]
+    behaviour, step = obj.get("behaviour"), obj.get("generated_at_step")
+    if behaviour is not None and not isinstance(behaviour, str):
+        raise _Invalid("bad_metadata", f'field "behaviour" must be a string or null, got {_describe(behaviour)}')
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+        expected = 'field "generated_at_step" must be an integer >= 0 or null'
+        raise _Invalid("bad_metadata", f"{expected}, got {_describe(step)}")
+    return PreferencePair(obj["prompt"], obj["chosen"], obj["rejected"], *rewards, behaviour, step)
+
+
+def _parse_line(raw: bytes, is_first: bool) -> PreferencePair | None:
+    """One physical line -> pair, None for a blank line, or raise `_Invalid`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _Invalid("invalid_utf8", f"line is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    text = text.removeprefix("\ufeff") if is_first else text  # tolerate a byte-order mark
+    if not text.strip(" \t\r"):
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _Invalid("invalid_json", f"invalid JSON ({err.msg} at column {err.colno})") from None
+    except (ValueError, RecursionError) as err:  # over-long integers, absurd nesting
+        raise _Invalid("invalid_json", f"invalid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+    return _parse_record(obj)
+
+
+def load_preference_jsonl(
+    path: str | os.PathLike, on_invalid: Literal["raise", "skip"] = "raise"
+) -> tuple[list[PreferencePair], LoadReport]:
+    """Read a preference JSONL file. Blank lines are ignored; bad rows raise or are skipped and counted."""
+    if on_invalid not in ("raise", "skip"):
+        raise ValueError(f'on_invalid must be "raise" or "skip", got {on_invalid!r}')
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"preference file not found: {path}")
+    pairs, report, skipped = [], LoadReport(n_loaded=0), Counter()  # report filled in as rows are read
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            pair = _parse_line(raw, is_first=lineno == 1)
+        except _Invalid as err:
+            where = f"{path}:{lineno}: {err.message}"
+            if on_invalid == "raise":
+                raise PreferenceDataError(where) from None
+            skipped[err.reason] += 1
+            if len(report.first_skipped) < MAX_SKIPPED_SHOWN:
+                report.first_skipped.append(where)
+            continue
+        if pair is not None:
+            pairs.append(pair)
+    report.n_loaded, report.skipped = len(pairs), dict(skipped)
+    if not pairs:
+        why = f"all {report.n_skipped} rows were invalid: {report.skipped}" if skipped else "the file has no rows"
+        raise PreferenceDataError(f"{path}: no valid preference pairs ({why})")
+    return pairs, report
+
+
+def save_preference_jsonl(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> None:
+    """Write pairs as UTF-8 JSONL atomically (temp file + rename). Every pair is validated first, so that
+    whatever this writes, `load_preference_jsonl` reads back identically."""
+    path = Path(path)
+    lines = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, PreferencePair):
+            raise TypeError(f"pairs[{i}] must be a PreferencePair, got {type(pair).__name__}")
+        record = asdict(pair)
+        try:
+            _parse_record(record)
+        except _Invalid as err:
+            raise PreferenceDataError(f"{path}: pairs[{i}]: {err.message}") from None
+        lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+    if not lines:
+        raise PreferenceDataError(f"{path}: no pairs to save (an empty file would not load)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- tokenization ------------------------------------------------------------------------------------------
+
+
+def ensure_pad_token(tokenizer):
+    """Give a tokenizer without a pad token the eos token as pad (in place) and return it. Padding is
+    always excluded by `attention_mask`/`loss_mask`, never by comparing ids, so pad == eos is safe."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("tokenizer has neither a pad_token nor an eos_token; set tokenizer.eos_token first")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@dataclass
+class PreferenceBatch:
+    """Rows [0, B) are the chosen responses, rows [B, 2B) the rejected ones (same prompt order), so one
+    forward pass serves both. Right-padded with pad_token_id to T = longest row (<= max_length).
+
+    ``loss_mask[i, t]`` is True iff ``input_ids[i, t]`` is a response token or the appended eos, i.e. a
+    *label position*: the logit predicting it sits at t - 1 (use ``logits[:, :-1]``, ``input_ids[:, 1:]``,
+    ``loss_mask[:, 1:]``). Prompt and padding are False; position 0 is always prompt.
+    """
+
+    input_ids: torch.Tensor  # (2B, T) long
+    attention_mask: torch.Tensor  # (2B, T) long
+    loss_mask: torch.Tensor  # (2B, T) bool
+    n_pairs: int  # B
+    n_truncated: int  # pairs where the prompt or either response was cut
+
+    @property
+    def chosen_slice(self) -> slice:
+        return slice(0, self.n_pairs)
+
+    @property
+    def rejected_slice(self) -> slice:
+        return slice(self.n_pairs, 2 * self.n_pairs)
+
+    def to(self, device: torch.device | str) -> PreferenceBatch:
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            loss_mask=self.loss_mask.to(device),
+        )
+
+
+def truncate_pair(
+    prompt_ids: Sequence[int], response_ids: Sequence[int], eos_token_id: int, max_length: int, max_prompt_length: int
+) -> tuple[list[int], list[int], bool]:
+    """Apply the module's truncation rule. Returns (prompt_ids, response_ids incl. eos unless cut, was_cut)."""
+    prompt = list(prompt_ids)[-max_prompt_length:]
+    response = [*response_ids, eos_token_id]
+    room = max_length - len(prompt)  # >= 1 since max_prompt_length < max_length
+    cut = len(prompt) < len(prompt_ids) or len(response) > room
+    return prompt, response[:room], cut
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class PreferenceCollator:
+    """``Sequence[PreferencePair] -> PreferenceBatch``; see the module docstring for the truncation rule."""
+
+    def __init__(self, tokenizer, max_length: int, max_prompt_length: int):
+        _check_int("max_length", max_length, 2)
+        _check_int("max_prompt_length", max_prompt_length, 1)
+        if max_prompt_length >= max_length:
+            raise ValueError(
+                f"max_prompt_length ({max_prompt_length}) must be < max_length ({max_length}) "
+                "so that every response keeps at least one token"
+            )
+        self.tokenizer = ensure_pad_token(tokenizer)
+        if tokenizer.eos_token_id is None:
+            raise ValueError("tokenizer has no eos_token_id; responses end with eos, so one is required")
+        self.max_length, self.max_prompt_length = max_length, max_prompt_length
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def __call__(self, pairs: Sequence[PreferencePair]) -> PreferenceBatch:
+        pairs = list(pairs)
+        if not pairs:
+            raise ValueError("cannot collate an empty list of preference pairs")
+        n = len(pairs)
+        prompts = self._encode([p.prompt for p in pairs])
+        for i, ids in enumerate(prompts):
+            if not ids:
+                raise ValueError(f"pair {i}: prompt {pairs[i].prompt!r} tokenizes to zero tokens")
+        responses = self._encode([p.chosen for p in pairs] + [p.rejected for p in pairs])
+        rows, truncated = [], [False] * n
+        for r, response_ids in enumerate(responses):
+            prompt, response, cut = truncate_pair(
+                prompts[r % n], response_ids, self.tokenizer.eos_token_id, self.max_length, self.max_prompt_length
+            )
+            rows.append((prompt, response))
+            truncated[r % n] |= cut
+        width = max(len(p) + len(s) for p, s in rows)
+        input_ids = torch.full((2 * n, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((2 * n, width), dtype=torch.long)
+        loss_mask = torch.zeros((2 * n, width), dtype=torch.bool)
+        for r, (prompt, response) in enumerate(rows):
+            end = len(prompt) + len(response)
+            input_ids[r, :end] = torch.tensor(prompt + response, dtype=torch.long)
+            attention_mask[r, :end] = 1
+            loss_mask[r, len(prompt) : end] = True
+        return PreferenceBatch(input_ids, attention_mask, loss_mask, n_pairs=n, n_truncated=sum(truncated))

@@ -1,0 +1,197 @@
+"""Evaluation on a schedule: π_θ's own samples on fixed held-out prompts, scored by the oracle, and every KL and
+state-divergence metric of the vocabulary (shiftlab/metrics.py) computed on them.
+
+Each evaluation reseeds its sampler identically (common random numbers), so differences between evaluations
+come from the policy, not from the draw.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from shiftlab import divergence as dv
+from shiftlab.config import EvalConfig
+from shiftlab.losses import sequence_logps
+from shiftlab.pairs import Oracle
+from shiftlab.runlog import RunLog
+from shiftlab.sampling import SequenceBatch, completions_to_batch, sample_completions
+from shiftlab.sources import PairSource, Probe
+
+
+MIN_TWO_SAMPLE_POINTS = 8
+
+
+@dataclass
+class EvalPrompts:
+    ids: list[list[int]]
+    texts: list[str]
+
+
+@torch.no_grad()
+def forward_logits(model: torch.nn.Module, batch: SequenceBatch, hidden: bool = False):
+    model.eval()
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=hidden)
+    return (out.logits.float(), out.hidden_states[-1].float()) if hidden else out.logits.float()
+
+
+def prefix_features(hidden: torch.Tensor, loss_mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One state per row: a uniformly drawn response depth t, featurised as the mean hidden state of s_t = (x, y_<t).
+
+    hidden (B, T, D) from the frozen π_sft; loss_mask (B, T) marks response label positions. Returns (B, D).
+    """
+    cum = hidden.cumsum(1)  # (B, T, D): cum[:, j] = Σ_{i≤j} h_i
+    rows = []
+    for b in range(hidden.shape[0]):
+        positions = torch.nonzero(loss_mask[b], as_tuple=False).flatten()
+        t = int(positions[torch.randint(len(positions), (1,), generator=generator)])  # predicts token t from s_t
+        rows.append(cum[b, t - 1] / t)
+    return torch.stack(rows)
+
+
+def _with_stderr(prefix: str, values: torch.Tensor) -> dict[str, float]:
+    mean, se = dv.mean_and_stderr(values)
+    return {prefix: mean, f"{prefix}_se": se}
+
+
+def kl_metrics(name: str, logits_p, logits_q, logp_p, batch: SequenceBatch, lengths: torch.Tensor) -> dict[str, float]:
+    """Exact per-token KL, k1 and k3 of KL(π_θ‖q) on the same samples, with standard errors."""
+    exact = dv.sequence_exact_kl(logits_p, logits_q, batch.loss_mask)
+    logp_q = sequence_logps(logits_q, batch.input_ids, batch.loss_mask)
+    out = _with_stderr(f"eval/{name}", exact)
+    out |= _with_stderr(f"eval/{name}_k1", dv.k1(logp_p, logp_q))
+    out |= _with_stderr(f"eval/{name}_k3", dv.k3(logp_p, logp_q))
+    out[f"eval/{name}_per_token"] = float((exact / lengths.clamp(min=1)).mean())
+    return out
+
+
+def _masked_mean_token_kl(logits_p, logits_q, loss_mask) -> float:
+    kl = dv.response_token_kl(logits_p, logits_q, loss_mask)
+    return float(kl.sum() / loss_mask[:, 1:].sum().clamp(min=1))
+
+
+class Evaluator:
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        prompts: EvalPrompts,
+        *,
+        sft: torch.nn.Module,
+        source: PairSource,
+        decode: Callable[[list[int]], str],
+        oracle: Oracle,
+        world=None,  # a grammar with exact `logprob` / `prefix_logprobs`, or None for corpora without one
+        max_new_tokens: int,
+        eos_token_id: int,
+        pad_token_id: int,
+        seed: int,
+        log: RunLog,
+    ):
+        self.cfg, self.prompts = cfg, EvalPrompts(prompts.ids[: cfg.n_prompts], prompts.texts[: cfg.n_prompts])
+        self.sft, self.source, self.decode, self.oracle, self.world = sft, source, decode, oracle, world
+        self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
+        self.seed, self.log = seed, log
+
+    def __call__(self, policy: torch.nn.Module, ref: torch.nn.Module, step: int) -> dict[str, float]:
+        start = time.perf_counter()
+        completions = sample_completions(
+            policy, self.prompts.ids, k=1, max_new_tokens=self.max_new_tokens,
+            eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        responses = [self.decode(r) for r in completions.response_ids]
+        texts = [p + r for p, r in zip(self.prompts.texts, responses)]
+        rewards = torch.as_tensor(self.oracle(texts), dtype=torch.float64)
+        batch = completions_to_batch(completions, self.eos_token_id, self.pad_token_id)
+        lengths = batch.loss_mask.sum(-1).float()
+
+        logits = forward_logits(policy, batch)
+        logits_ref = forward_logits(ref, batch)
+        logits_sft, hidden_sft = forward_logits(self.sft, batch, hidden=True)
+        logp = sequence_logps(logits, batch.input_ids, batch.loss_mask)
+        metrics = _with_stderr("eval/reward", rewards)
+        metrics["eval/length"] = float(lengths.mean())
+        metrics["eval/empty_responses"] = float(np.mean([len(r) == 0 for r in completions.response_ids]))
+        metrics |= kl_metrics("kl_ref", logits, logits_ref, logp, batch, lengths)
+        metrics |= kl_metrics("kl_sft", logits, logits_sft, logp, batch, lengths)
+        metrics["eval/kl_ref_on_policy"] = _masked_mean_token_kl(logits, logits_ref, batch.loss_mask)
+        if self.cfg.divergences:
+            probe = self.source.probe()
+            if probe is not None:
+                metrics |= self._data_metrics(policy, ref, probe, batch, logits, logits_sft, hidden_sft, step)
+                on_data = metrics["eval/kl_ref_on_data"]
+                on_policy = metrics["eval/kl_ref_on_policy"]
+                metrics["eval/kl_shift_ratio"] = on_policy / on_data if on_data > 0 else float("nan")
+            if self.world is not None:
+                metrics |= self._world_metrics(texts, len_prompt_words=[len(p.split()) for p in self.prompts.texts], step=step)
+        self.log.samples(step, [
+            {"prompt": p, "response": r, "reward": float(w)}
+            for p, r, w in list(zip(self.prompts.texts, responses, rewards))[: self.cfg.n_samples_logged]
+        ])
+        metrics["time/eval"] = time.perf_counter() - start
+        return metrics
+
+    def _data_metrics(self, policy, ref, probe: Probe, batch, logits, logits_sft, hidden_sft, step) -> dict[str, float]:
+        """Where DPO looks (training-pair states, d_D) against where π_θ goes (its own states, d_θ)."""
+        data = SequenceBatch(probe.batch.input_ids, probe.batch.attention_mask, probe.batch.loss_mask)
+        data_logits = forward_logits(policy, data)
+        on_data = _masked_mean_token_kl(data_logits, forward_logits(ref, data), data.loss_mask)
+        out = {"eval/kl_ref_on_data": on_data}
+
+        if probe.behaviour is not None:
+            behaviour_logits = logits_sft if probe.behaviour is self.sft else forward_logits(probe.behaviour, batch)
+            step_kl = dv.response_step_kl(logits, behaviour_logits, batch.loss_mask, max_len=self.max_new_tokens)
+            curve, curve_se = dv.depth_kl_curve(step_kl), dv.depth_kl_curve_stderr(step_kl)
+            out |= {"eval/state_kl": float(curve[-1]), "eval/state_kl_se": float(curve_se[-1])}
+            self.log.curve(step, "state_kl_depth", list(range(1, len(curve) + 1)), curve.tolist(), curve_se.tolist())
+            data_behaviour = forward_logits(probe.behaviour, data)
+            log_w = sequence_logps(data_logits, data.input_ids, data.loss_mask) - sequence_logps(
+                data_behaviour, data.input_ids, data.loss_mask
+            )
+            out["eval/ess"] = dv.effective_sample_size(log_w)
+
+        out["eval/js_ngram"] = dv.ngram_js_divergence(_responses(data), _responses(batch), n_max=3, alpha=0.5)["js/mean"]
+        return out | self._two_sample_metrics(data, batch, hidden_sft)
+
+    def _two_sample_metrics(self, data: SequenceBatch, batch: SequenceBatch, hidden_sft) -> dict[str, float]:
+        """Behaviour-agnostic: needs no β, only states of both kinds featurised by the frozen π_sft."""
+        if min(len(data.input_ids), len(batch.input_ids)) < MIN_TWO_SAMPLE_POINTS:
+            return {}  # too few states for a held-out split: the columns stay empty rather than noisy
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        _, data_hidden = forward_logits(self.sft, data, hidden=True)
+        x = prefix_features(data_hidden, data.loss_mask, generator)
+        y = prefix_features(hidden_sft, batch.loss_mask, generator)
+        c2st = dv.classifier_two_sample_test(x, y, seed=self.seed)
+        mmd = dv.mmd_permutation_test(x, y, n_permutations=self.cfg.mmd_permutations, seed=self.seed)
+        return {
+            "eval/c2st_acc": c2st["accuracy"], "eval/c2st_acc_low": c2st["ci_low"],
+            "eval/c2st_acc_high": c2st["ci_high"], "eval/c2st_tv_lb": c2st["tv_lower_bound"],
+            "eval/mmd2": mmd["mmd2"], "eval/mmd_pvalue": mmd["p_value"],
+        }
+
+    def _world_metrics(self, texts: Sequence[str], len_prompt_words: Sequence[int], step: int) -> dict[str, float]:
+        """Off-support rate made exact: the world's grammar scores every sample and every prefix of it."""
+        full = np.array([self.world.logprob(t) for t in texts])
+        supported = np.isfinite(full)
+        depth = max(1, max(len(t.split()) - n for t, n in zip(texts, len_prompt_words)))
+        off = np.zeros((len(texts), depth))
+        for i, (text, n_prompt) in enumerate(zip(texts, len_prompt_words)):
+            prefix = np.asarray(self.world.prefix_logprobs(text))[n_prompt:]  # after each response word
+            unsupported = ~np.isfinite(prefix)
+            off[i, : len(unsupported)] = unsupported
+            off[i, len(unsupported):] = not supported[i]  # ended: the whole text decides
+        curve = off.mean(0)
+        curve_se = off.std(0, ddof=1) / np.sqrt(len(texts)) if len(texts) > 1 else np.zeros_like(curve)
+        self.log.curve(step, "off_support_depth", list(range(1, depth + 1)), curve.tolist(), curve_se.tolist())
+        return {
+            "eval/off_support": float(1 - supported.mean()),
+            "eval/world_logprob": float(full[supported].mean()) if supported.any() else float("nan"),
+        }
+
+
+def _responses(batch: SequenceBatch) -> list[list[int]]:
+    return [row[mask].tolist() for row, mask in zip(batch.input_ids, batch.loss_mask)]

@@ -1,0 +1,90 @@
+"""Tokenizer and causal-LM construction: a tiny GPT-2 trained from scratch, or any Hugging Face causal LM."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from shiftlab.config import ModelConfig
+
+EOS_TOKEN = "<|endoftext|>"
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the corpus: lossless on any text, small enough for a ~1M-parameter model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=EOS_TOKEN, unk_token=None
+    )
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: int) -> GPT2LMHeadModel:
+    """A GPT-2 from a config, with dropout off: DPO compares log-probs of two forward passes, which dropout would decorrelate."""
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=cfg.n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def load_pretrained(name_or_path: str, cfg: ModelConfig):
+    """Load a causal LM and its tokenizer with `from_pretrained` (a local directory or a hub id)."""
+    dtype = getattr(torch, cfg.dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+        )
+    except OSError as err:
+        raise FileNotFoundError(
+            f"model.name_or_path={name_or_path!r}: could not load a causal LM and tokenizer "
+            f"(expected a local directory written by save_pretrained, or a reachable hub id): {err}"
+        ) from err
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"model.name_or_path={name_or_path!r}: tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """An independent, gradient-free copy (π_ref or a behaviour snapshot): later steps on π_θ never reach it."""
+    clone = copy.deepcopy(model)
+    clone.eval()
+    clone.requires_grad_(False)
+    return clone
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model, tokenizer, directory: Path) -> None:
+    """Hugging Face format, so `AutoModelForCausalLM.from_pretrained(directory)` loads it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

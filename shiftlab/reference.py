@@ -1,0 +1,90 @@
+"""How π_ref moves: the only place it does.
+
+- `FixedReference`: π_ref = π_sft for the whole run (standard DPO). No copy is made.
+- `HardRefresh`: every `refresh_every` steps π_ref ← π_θ.
+- `SoftRefresh`: every `refresh_every` steps π_ref ← α·π_θ + (1−α)·π_ref, parameter by parameter
+  (TR-DPO, Gorbatovski et al. 2024, eq. 4).
+π_sft is kept apart in every schedule, so KL(π_θ‖π_sft) is always measurable.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from shiftlab.config import ReferenceConfig, ReferenceKind
+from shiftlab.models import frozen_copy
+
+
+class ReferenceSchedule(Protocol):
+    ref: torch.nn.Module
+
+    def after_step(self, policy: torch.nn.Module, steps_done: int) -> dict | None:
+        """Called after each optimizer step; returns an event dict when π_ref moved."""
+
+
+class FixedReference:
+    def __init__(self, sft: torch.nn.Module):
+        self.ref = sft
+
+    def after_step(self, policy: torch.nn.Module, steps_done: int) -> dict | None:
+        return None
+
+
+class HardRefresh:
+    def __init__(self, sft: torch.nn.Module, refresh_every: int):
+        self.ref = frozen_copy(sft)  # its own parameters: a refresh must never write into π_sft
+        self.refresh_every = refresh_every
+
+    def after_step(self, policy: torch.nn.Module, steps_done: int) -> dict | None:
+        if steps_done % self.refresh_every:
+            return None
+        copy_parameters(policy, self.ref)
+        return {"event": "refresh", "kind": "hard"}
+
+
+class SoftRefresh:
+    def __init__(self, sft: torch.nn.Module, refresh_every: int, alpha: float):
+        self.ref = frozen_copy(sft)
+        self.refresh_every = refresh_every
+        self.alpha = alpha
+
+    def after_step(self, policy: torch.nn.Module, steps_done: int) -> dict | None:
+        if steps_done % self.refresh_every:
+            return None
+        mix_parameters(policy, self.ref, self.alpha)
+        return {"event": "refresh", "kind": "soft", "alpha": self.alpha}
+
+
+@torch.no_grad()
+def copy_parameters(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    for dst, src in _paired_tensors(source, target):
+        dst.copy_(src)
+
+
+@torch.no_grad()
+def mix_parameters(source: torch.nn.Module, target: torch.nn.Module, alpha: float) -> None:
+    """target ← α·source + (1−α)·target on every floating-point tensor (buffers included)."""
+    for dst, src in _paired_tensors(source, target):
+        if dst.is_floating_point():
+            dst.mul_(1 - alpha).add_(src, alpha=alpha)
+        else:
+            dst.copy_(src)
+
+
+def _paired_tensors(source: torch.nn.Module, target: torch.nn.Module):
+    """Parameters and buffers, each shared tensor once (tied embeddings must not be mixed twice)."""
+    src = list(source.parameters()) + list(source.buffers())
+    dst = list(target.parameters()) + list(target.buffers())
+    if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src, dst)):
+        raise ValueError("π_ref and π_θ have different architectures; a refresh needs identical parameter shapes")
+    return zip(dst, src)
+
+
+def build_reference_schedule(cfg: ReferenceConfig, sft: torch.nn.Module) -> ReferenceSchedule:
+    if cfg.kind is ReferenceKind.fixed:
+        return FixedReference(sft)
+    if cfg.kind is ReferenceKind.hard:
+        return HardRefresh(sft, cfg.refresh_every)
+    return SoftRefresh(sft, cfg.refresh_every, cfg.alpha)

@@ -1,0 +1,14 @@
+"""The report stage: read run directories (never training code) and write the study's report.
+
+load.py    run directories → Study (tidy DataFrames)     stats.py   gap contrasts, bootstrap, tests
+plots.py   DataFrame → Figure (no I/O)                   tables.py  display tables
+summary.py sentences derived from the gap table          render.py  HTML / Markdown writer
+build.py   load → stats → figures → sections             cli.py     script entry points
+"""
+
+from shiftlab.report.load import ReportError, Study, load_study
+from shiftlab.report.options import PlotConfig, ReportConfig, parse_args
+from shiftlab.report.stats import compute_contrast, compute_gap_curve, compute_gap_table
+
+__all__ = ["ReportError", "Study", "load_study", "ReportConfig", "PlotConfig", "parse_args",
+           "compute_contrast", "compute_gap_table", "compute_gap_curve"]

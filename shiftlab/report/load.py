@@ -1,0 +1,261 @@
+"""Run directories → tidy DataFrames. Read-only: the report never writes into a run directory.
+
+A run directory holds `run.json`, `config.yaml`, `metrics.jsonl` (the run log), `events.jsonl`,
+`curves.jsonl` and `samples.jsonl`; only `metrics.jsonl` is required. A study is any set of run
+directories, usually the numbered subdirectories of a Hydra multirun sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from shiftlab.metrics import X_AXES
+
+RUN_LOG = "metrics.jsonl"
+# Cell order of the 2x2 design (pair source x reference), then the RL reference point.
+CELL_ORDER = ("offline", "trdpo", "oaif", "online", "rl")
+# Config sections that must agree for a gap comparison to mean anything.
+COMPAT_SECTIONS = ("task", "model")
+
+
+class ReportError(Exception):
+    """A problem with the user's input (paths, options, run logs); printed without a traceback."""
+
+
+@dataclass
+class Study:
+    """Everything the report reads from a set of run directories, one row per run/row/event."""
+
+    runs: pd.DataFrame  # run, path, cell, source, reference, seed, status, steps, last_step, wall_time_s
+    configs: dict[str, dict[str, Any]]  # run -> flattened config ({"loss.beta": 0.1, ...})
+    train: pd.DataFrame  # training rows of metrics.jsonl + run, cell, seed
+    evals: pd.DataFrame  # evaluation rows (any `eval/` column) + run, cell, seed
+    events: pd.DataFrame  # run, cell, step, event, kind
+    curves: pd.DataFrame  # run, cell, seed, step, curve, t, value, stderr (one row per depth t)
+    samples: pd.DataFrame  # run, cell, step, prompt, response, reward
+    notes: list[str] = field(default_factory=list)  # data problems worth telling the reader
+
+    @property
+    def cells(self) -> list[str]:
+        present = set(self.runs["cell"])
+        return [c for c in CELL_ORDER if c in present] + sorted(present - set(CELL_ORDER))
+
+
+def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
+    """Run directories named by `paths`: each path is a run directory or has run directories below it."""
+    if not paths:
+        raise ReportError("no run directories given")
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ReportError(f"no such directory: {p}")
+        if (p / RUN_LOG).is_file():
+            found.append(p)
+            continue
+        below = sorted({f.parent for f in p.rglob(RUN_LOG)}, key=_natural_key)
+        if not below:
+            raise ReportError(f"no run log ({RUN_LOG}) in {p} or below it")
+        found.extend(below)
+    unique = list(dict.fromkeys(d.resolve() for d in found))
+    return unique
+
+
+def load_study(paths: list[str | os.PathLike], allow_mixed: bool = False) -> Study:
+    """Load every run below `paths`; raise ReportError if runs' `task`/`model` configs differ."""
+    dirs = find_run_dirs(paths)
+    names = _run_names(dirs)
+    notes: list[str] = []
+    metas, configs, frames = [], {}, {k: [] for k in ("train", "evals", "events", "curves", "samples")}
+    for d, name in zip(dirs, names):
+        rows, bad = read_jsonl(d / RUN_LOG)
+        if bad:
+            notes.append(f"run {name}: skipped {bad} unreadable line(s) of {RUN_LOG} (truncated write?)")
+        configs[name] = flatten(_read_yaml(d / "config.yaml"))
+        meta = _read_meta(d, name, configs[name], rows)
+        metas.append(meta)
+        tag = {"run": name, "cell": meta["cell"], "seed": meta["seed"]}
+        log = pd.DataFrame(rows)
+        is_eval = log.columns.str.startswith("eval/")
+        if len(log) and is_eval.any():
+            eval_mask = log.loc[:, is_eval].notna().any(axis=1)
+        else:
+            eval_mask = pd.Series(False, index=log.index)
+        frames["train"].append(log[~eval_mask].dropna(axis=1, how="all").assign(**tag))
+        frames["evals"].append(log[eval_mask].dropna(axis=1, how="all").assign(**tag))
+        frames["events"].append(pd.DataFrame(read_jsonl(d / "events.jsonl")[0]).assign(**tag))
+        frames["curves"].append(_explode_curves(read_jsonl(d / "curves.jsonl")[0]).assign(**tag))
+        frames["samples"].append(pd.DataFrame(read_jsonl(d / "samples.jsonl")[0]).assign(**tag))
+    runs = pd.DataFrame(metas)
+    if not allow_mixed:
+        check_compatible(configs, dict(zip(names, dirs)))
+    else:
+        notes.extend(f"mixed configs allowed: {m}" for m in _incompatibilities(configs, dict(zip(names, dirs))))
+    notes.extend(_progress_notes(runs))
+    study = Study(runs=runs, configs=configs, notes=notes,
+                  **{k: _concat(v, k) for k, v in frames.items()})
+    return study
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], int]:
+    """Rows of a JSON-lines file and the number of unreadable lines (a killed run truncates the last)."""
+    if not path.is_file():
+        return [], 0
+    rows, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
+    return rows, bad
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → {"a.b.c": value}; lists become tuples so values stay hashable."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if not prefix:
+        return {}
+    return {prefix[:-1]: tuple(tree) if isinstance(tree, list) else tree}
+
+
+def check_compatible(configs: dict[str, dict[str, Any]], dirs: dict[str, Path]) -> None:
+    """Raise ReportError naming both run directories and the key when `task`/`model` settings differ."""
+    problems = _incompatibilities(configs, dirs)
+    if problems:
+        raise ReportError(problems[0] + " — these runs are not comparable for a gap estimate "
+                          "(pass allow_mixed=true to report them anyway)")
+
+
+def _incompatibilities(configs: dict[str, dict[str, Any]], dirs: dict[str, Path]) -> list[str]:
+    # Leaf keys named `seed` are excluded: seeds vary across the runs of a study by design.
+    def section(cfg: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in cfg.items()
+                if k.split(".")[0] in COMPAT_SECTIONS and k.rsplit(".", 1)[-1] != "seed"}
+
+    with_cfg = [n for n in configs if configs[n]]
+    if len(with_cfg) < 2:
+        return []
+    first = with_cfg[0]
+    base = section(configs[first])
+    problems = []
+    for name in with_cfg[1:]:
+        other = section(configs[name])
+        for key in sorted(set(base) | set(other)):
+            if base.get(key, "<unset>") != other.get(key, "<unset>"):
+                problems.append(f"runs {dirs[first]} and {dirs[name]} differ in {key}: "
+                                f"{base.get(key, '<unset>')!r} vs {other.get(key, '<unset>')!r}")
+                break
+    return problems
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ReportError(f"cannot parse {path}: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_meta(d: Path, name: str, cfg: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if (d / "run.json").is_file():
+        try:
+            meta = json.loads((d / "run.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            meta = {}
+    source = meta.get("source", cfg.get("source.kind"))
+    reference = meta.get("reference", cfg.get("reference.kind"))
+    steps = [r.get("step") for r in rows if isinstance(r.get("step"), (int, float))]
+    return {
+        "run": name,
+        "path": str(d),
+        "cell": meta.get("cell") or _infer_cell(source, reference, cfg),
+        "source": source,
+        "reference": reference,
+        "seed": meta.get("seed", cfg.get("seed")),
+        "status": meta.get("status", "unknown"),
+        "steps": meta.get("steps", cfg.get("train.steps")),
+        "last_step": max(steps) if steps else np.nan,
+        "wall_time_s": meta.get("wall_time_s", np.nan),
+        "overrides": tuple(meta.get("overrides", ())),
+    }
+
+
+def _infer_cell(source: Any, reference: Any, cfg: dict[str, Any]) -> str:
+    # run.json names the cell; older or partial runs fall back to the 2x2 coordinates or `mode`.
+    if source in ("offline", "onpolicy") and reference:
+        fixed = reference == "fixed"
+        return {("offline", True): "offline", ("offline", False): "trdpo",
+                ("onpolicy", True): "oaif", ("onpolicy", False): "online"}[(source, fixed)]
+    return str(cfg.get("mode", "unknown"))
+
+
+def _progress_notes(runs: pd.DataFrame) -> list[str]:
+    notes = []
+    for r in runs.itertuples():
+        last = "no step logged" if pd.isna(r.last_step) else f"last step {int(r.last_step)}"
+        total = f" of {int(r.steps)}" if isinstance(r.steps, (int, float)) and not pd.isna(r.steps) else ""
+        if r.status != "finished":
+            notes.append(f"run {r.run} has status {r.status}, {last}{total}")
+        elif total and not pd.isna(r.last_step) and r.last_step < r.steps:
+            notes.append(f"run {r.run} is marked finished but stopped early: {last}{total}")
+    return notes
+
+
+def _explode_curves(rows: list[dict]) -> pd.DataFrame:
+    out = []
+    for r in rows:
+        t, v = r.get("t") or [], r.get("value") or []
+        se = r.get("stderr") or [np.nan] * len(t)
+        for ti, vi, si in zip(t, v, se):
+            out.append({"step": r.get("step"), "curve": r.get("curve"), "t": ti, "value": vi, "stderr": si})
+    return pd.DataFrame(out, columns=["step", "curve", "t", "value", "stderr"])
+
+
+def _concat(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["run", "cell", "seed", "step"])
+    df = pd.concat(frames, ignore_index=True)
+    axes = [c for c in X_AXES if c in df.columns]
+    for c in axes:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    if kind in ("train", "evals") and "step" in df.columns:
+        df = df.sort_values(["run", "step"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def _run_names(dirs: list[Path]) -> list[str]:
+    """Short unique labels: the path below the sweep directory's parent (e.g. `12-00-00/3`)."""
+    if len(dirs) == 1:
+        return [dirs[0].name]
+    root = Path(os.path.commonpath(dirs))
+    names = [str(d.relative_to(root.parent)) for d in dirs]
+    return names
+
+
+def _natural_key(p: Path) -> list:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p))]
+

@@ -1,0 +1,137 @@
+"""Display tables (pandas DataFrames of strings) for the report: runs, gap estimates, data gaps, samples."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from shiftlab.metrics import METRICS, direction
+from shiftlab.report.load import Study
+from shiftlab.report.stats import KL_SFT
+
+DIVERGENCES = ("eval/kl_ref", "eval/kl_sft", "eval/kl_ref_k1", "eval/kl_ref_k3", "eval/kl_sft_k1",
+               "eval/kl_sft_k3", "eval/kl_ref_on_data", "eval/kl_ref_on_policy", "eval/kl_shift_ratio",
+               "eval/state_kl", "eval/ess", "eval/c2st_acc", "eval/c2st_tv_lb", "eval/mmd2", "eval/mmd_pvalue",
+               "eval/js_ngram", "eval/off_support", "eval/world_logprob")
+AXIS_NAME = {KL_SFT: "KL(π_θ‖π_sft)", "step": "step", "oracle_calls": "oracle_calls"}
+AXIS_HOW = {KL_SFT: " (reward interpolated to the largest KL every compared run reached)",
+            "step": " (each run's last evaluation at or before the last step all compared runs reached)",
+            "oracle_calls": " (each run's last evaluation within the labelling budget all compared runs reached)"}
+SKIP_DIFF = ("seed",)  # shown in its own column
+
+
+def build_run_table(study: Study) -> pd.DataFrame:
+    """One row per run: config differences from the most common value, progress and final metrics."""
+    common = _common_config(study.configs)
+    last_eval = study.evals.sort_values("step").groupby("run").tail(1).set_index("run") if len(study.evals) else None
+    rows = []
+    for r in study.runs.itertuples():
+        cfg = study.configs.get(r.run, {})
+        diffs = [f"{k}={v}" for k, v in cfg.items() if k not in SKIP_DIFF and k in common and repr(v) != common[k]]
+        diffs += [f"{k}=<unset>" for k in common if k not in cfg and cfg and k not in SKIP_DIFF]
+        ev = last_eval.loc[r.run] if last_eval is not None and r.run in last_eval.index else pd.Series(dtype=float)
+        rows.append({
+            "run": r.run, "cell": r.cell, "seed": r.seed, "status": r.status,
+            "step": f"{_int(r.last_step)}\u00a0/\u00a0{_int(r.steps)}",
+            "wall time": "—" if pd.isna(r.wall_time_s) else f"{r.wall_time_s / 60:.1f}\u00a0min",
+            "config differences": ", ".join(diffs) or "—",
+            "eval step": _int(ev.get("step", np.nan)),
+            "reward": _pm(ev, "eval/reward"), "KL sft": _pm(ev, "eval/kl_sft"), "KL ref": _pm(ev, "eval/kl_ref"),
+        })
+    return pd.DataFrame(rows)
+
+
+def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The gap table for reading, one (caption, table) per matched axis: formatted numbers, and
+    'not available: why' where a row has no estimate."""
+    out = []
+    for axis, group in table.groupby("axis", sort=False):
+        rows = []
+        for r in group.itertuples():
+            row = {"comparison": r.comparison, "contrast": r.formula,
+                   "at": "—" if not np.isfinite(r.at) else (f"{r.at:.3g}" if axis == KL_SFT else f"{r.at:.0f}")}
+            if not np.isfinite(r.estimate):
+                row.update({"estimate": r.note, "95% CI (bootstrap)": "", "95% CI (Welch t)": "", "p (Welch)": "",
+                            "p (permutation)": "", "seeds": r.seeds})
+            else:
+                row.update({"estimate": f"{r.estimate:+.3f}", "95% CI (bootstrap)": _ci(r.ci_low, r.ci_high),
+                            "95% CI (Welch t)": _ci(r.welch_low, r.welch_high), "p (Welch)": _p(r.p_welch),
+                            "p (permutation)": _p(r.p_perm), "seeds": r.seeds + (f" ({r.note})" if r.note else "")})
+            rows.append(row)
+        out.append((f"Matched on {AXIS_NAME[axis]}{AXIS_HOW[axis]}", pd.DataFrame(rows)))
+    return out
+
+
+def missing_metrics(study: Study, names: tuple[str, ...] = DIVERGENCES) -> list[str]:
+    """Sentences naming the divergence columns that some or all runs did not log (absent or null)."""
+    notes, runs = [], list(study.runs["run"])
+    if len(study.evals) == 0:
+        return ["no run has an evaluation row yet"]
+    have = study.evals.groupby("run").agg(lambda s: s.notna().any()) if len(study.evals) else None
+    for name in names:
+        logged = set(have.index[have[name]]) if name in have.columns else set()
+        lacking = [r for r in runs if r not in logged]
+        if len(lacking) == len(runs):
+            notes.append(f"{name} is not logged by any run")
+        elif lacking:
+            notes.append(f"{name} is missing in run{'s' * (len(lacking) > 1)} {', '.join(lacking)}")
+    no_eval = [r for r in runs if r not in have.index]
+    if no_eval:
+        notes.append(f"no evaluation rows yet in run{'s' * (len(no_eval) > 1)} {', '.join(no_eval)}")
+    return notes
+
+
+def build_glossary(names: list[str]) -> pd.DataFrame:
+    """Meaning and direction of the metrics shown, from the metric vocabulary."""
+    rows = [{"metric": n, "meaning": METRICS[n].meaning, "better": direction(n)} for n in names if n in METRICS]
+    return pd.DataFrame(rows)
+
+
+def build_samples_table(study: Study, per_cell: int = 2, width: int = 160) -> pd.DataFrame:
+    """A few samples of each cell from its runs' last evaluation."""
+    s = study.samples
+    if s.empty or "response" not in s.columns:
+        return pd.DataFrame()
+    last = s[s["step"] == s.groupby("run")["step"].transform("max")]
+    rows = []
+    for cell in study.cells:
+        for r in last[last["cell"] == cell].head(per_cell).itertuples():
+            rows.append({"cell": cell, "run": r.run, "step": _int(r.step),
+                         "prompt": _clip(getattr(r, "prompt", ""), width),
+                         "response": _clip(getattr(r, "response", ""), width),
+                         "reward": f"{getattr(r, 'reward', np.nan):.3f}"})
+    return pd.DataFrame(rows)
+
+
+def _common_config(configs: dict[str, dict]) -> dict[str, str]:
+    counts: dict[str, Counter] = {}
+    for cfg in configs.values():
+        for k, v in cfg.items():
+            counts.setdefault(k, Counter())[repr(v)] += 1
+    return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+
+def _pm(ev: pd.Series, name: str) -> str:
+    v, se = ev.get(name, np.nan), ev.get(f"{name}_se", np.nan)
+    if pd.isna(v):
+        return "—"
+    return f"{v:.3f}" + ("" if pd.isna(se) else f"\u00a0±\u00a0{se:.3f}")
+
+
+def _ci(lo: float, hi: float) -> str:
+    return "—" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def _p(p: float) -> str:
+    return "—" if not np.isfinite(p) else f"{p:.2g}"
+
+
+def _int(v) -> str:
+    return "?" if v is None or pd.isna(v) else str(int(v))
+
+
+def _clip(text, width: int) -> str:
+    text = str(text).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"

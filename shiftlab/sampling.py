@@ -1,0 +1,154 @@
+"""Sampling completions from a causal LM with a KV cache, and packing sequences for scoring.
+
+Samples are π's own: temperature 1, no top-k / top-p (a tempered sample is a sample of another distribution,
+and every KL in the run log is an expectation under π_θ's own samples).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import inspect
+
+import torch
+
+
+@dataclass
+class Completions:
+    """k completions per prompt, flattened prompt-major: row i belongs to prompt i // k."""
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]  # without the end-of-text token
+    ended: list[bool]  # True when the sampler emitted end-of-text (it is part of the response's probability)
+    logps: torch.Tensor  # (N,) log π(response incl. end-of-text | prompt) under the sampling policy
+
+    def __len__(self) -> int:
+        return len(self.response_ids)
+
+
+@dataclass
+class SequenceBatch:
+    """Right-padded prompt+response(+eos) rows; `loss_mask` marks response label positions (eos included)."""
+
+    input_ids: torch.Tensor  # (B, T) long
+    attention_mask: torch.Tensor  # (B, T) long
+    loss_mask: torch.Tensor  # (B, T) bool
+
+    def to(self, device: torch.device | str) -> "SequenceBatch":
+        return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device))
+
+
+def pack_sequences(
+    prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_token_id: int
+) -> SequenceBatch:
+    """Concatenate prompt and response token ids per row (the response already carries its eos if it ended)."""
+    lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+    width = max(lengths)
+    input_ids = torch.full((len(lengths), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(lengths), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(lengths), width), dtype=torch.bool)
+    for row, (prompt, response) in enumerate(zip(prompt_ids, response_ids)):
+        n_prompt, n_total = len(prompt), len(prompt) + len(response)
+        input_ids[row, :n_total] = torch.tensor(list(prompt) + list(response), dtype=torch.long)
+        attention_mask[row, :n_total] = 1
+        loss_mask[row, n_prompt:n_total] = True
+    return SequenceBatch(input_ids, attention_mask, loss_mask)
+
+
+def completions_to_batch(completions: Completions, eos_token_id: int, pad_token_id: int) -> SequenceBatch:
+    responses = [r + [eos_token_id] if ended else r for r, ended in zip(completions.response_ids, completions.ended)]
+    return pack_sequences(completions.prompt_ids, responses, pad_token_id)
+
+
+def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for row, prompt in enumerate(prompt_ids):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {row} is empty: a completion needs at least one prompt token to condition on")
+        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample_completions(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    k: int,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    generator: torch.Generator,
+    batch_size: int = 256,
+) -> Completions:
+    """Draw k completions per prompt at temperature 1, in chunks of `batch_size` rows."""
+    rows = [list(p) for p in prompt_ids for _ in range(k)]
+    out = Completions(prompt_ids=[], response_ids=[], ended=[], logps=torch.empty(0))
+    chunk_logps = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        responses, ended, logps = _sample_chunk(model, chunk, max_new_tokens, eos_token_id, pad_token_id, generator)
+        out.prompt_ids.extend(chunk)
+        out.response_ids.extend(responses)
+        out.ended.extend(ended)
+        chunk_logps.append(logps)
+    out.logps = torch.cat(chunk_logps) if chunk_logps else torch.empty(0)
+    return out
+
+
+def _sample_chunk(model, prompts, max_new_tokens, eos_token_id, pad_token_id, generator):
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids, mask = _left_pad(prompts, pad_token_id)
+    ids, mask = ids.to(device), mask.to(device)
+    n = ids.shape[0]
+    # Left padding shifts where each prompt starts; positions count real tokens only.
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache_arg = _cache_argument(model)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    cache, next_logits = _returned_cache(out), out.logits[:, -1]
+    next_position = positions[:, -1] + 1
+    tokens = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    alive = torch.ones(n, dtype=torch.bool, device=device)
+    ended = torch.zeros(n, dtype=torch.bool, device=device)
+    logps = torch.zeros(n, dtype=torch.float32, device=device)
+    lengths = torch.zeros(n, dtype=torch.long, device=device)
+    for t in range(max_new_tokens):
+        log_probs = torch.log_softmax(next_logits.float(), dim=-1)  # (n, V)
+        token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)  # (n,)
+        token = torch.where(alive, token, torch.full_like(token, pad_token_id))
+        logps += torch.where(alive, log_probs.gather(-1, token[:, None]).squeeze(-1), torch.zeros_like(logps))
+        tokens[:, t] = token
+        just_ended = alive & (token == eos_token_id)
+        lengths += (alive & ~just_ended).long()
+        ended |= just_ended
+        alive &= ~just_ended
+        if not alive.any() or t == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, alive.long()[:, None]], dim=-1)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=next_position[:, None],
+            use_cache=True,
+            **{cache_arg: cache},
+        )
+        cache, next_logits = _returned_cache(out), out.logits[:, -1]
+        next_position = next_position + 1
+    model.train(was_training)
+    responses = [tokens[i, : lengths[i]].tolist() for i in range(n)]
+    return responses, ended.tolist(), logps.cpu()
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """transformers 5 renamed `past_key_values` to `cache`; accept both so older releases keep working."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out):
+    return out.cache if hasattr(out, "cache") else out.past_key_values

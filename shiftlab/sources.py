@@ -1,0 +1,191 @@
+"""Where preference pairs come from: the only thing, with the π_ref schedule, that differs between modes.
+
+- `OfflinePairs`: a fixed preference set (built once from π_sft, or a user file), shuffled each epoch.
+- `OnPolicyPairs`: every `sample_every` steps, k completions per prompt from the *current* π_θ at temperature 1,
+  labelled by the oracle, paired by the shared rule; the round's pairs serve the steps until the next round.
+
+Both hand the trainer a `StepData` and offer a `probe()`: a fixed slice of the current training data plus the
+policy that generated it (β), on which the evaluator measures where DPO looks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from shiftlab.config import Pairing
+from shiftlab.data import PreferenceBatch, PreferenceCollator, PreferencePair
+from shiftlab.models import frozen_copy
+from shiftlab.pairs import LabelledRound, PairIndex, Oracle, label_round, pair_round
+from shiftlab.reference import copy_parameters
+from shiftlab.sampling import pack_sequences, sample_completions
+
+
+@dataclass
+class StepData:
+    batch: PreferenceBatch | None  # None: no usable pair this step (every pair tied); the step is skipped
+    counts: dict[str, int] = field(default_factory=dict)  # budget increments: oracle_calls, policy_samples
+    stats: dict[str, float] = field(default_factory=dict)  # logged with the training row
+    events: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Probe:
+    batch: PreferenceBatch
+    behaviour: torch.nn.Module | None  # None when β is unknown (human data)
+
+
+class PairSource(Protocol):
+    def next_batch(self, policy: torch.nn.Module, step: int) -> StepData: ...
+
+    def probe(self) -> Probe | None: ...
+
+
+class OfflinePairs:
+    def __init__(
+        self,
+        pairs: Sequence[PreferencePair],
+        collator: PreferenceCollator,
+        batch_size: int,
+        seed: int,
+        behaviour: torch.nn.Module | None,
+        probe_size: int,
+    ):
+        if not pairs:
+            raise ValueError("the offline preference set is empty: nothing to train on")
+        self.pairs = list(pairs)
+        self.collator = collator
+        self.batch_size = min(batch_size, len(self.pairs))
+        self.rng = np.random.default_rng(seed)
+        self.behaviour = behaviour
+        self._order: list[int] = []
+        probe_rows = np.random.default_rng(seed + 1).permutation(len(self.pairs))[:probe_size]
+        self._probe = Probe(self.collator([self.pairs[i] for i in probe_rows]), behaviour)
+
+    def next_batch(self, policy: torch.nn.Module, step: int) -> StepData:
+        if len(self._order) < self.batch_size:
+            self._order += self.rng.permutation(len(self.pairs)).tolist()
+        rows, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
+        batch = self.collator([self.pairs[i] for i in rows])
+        return StepData(batch, stats={"data/truncated": batch.n_truncated})
+
+    def probe(self) -> Probe:
+        return self._probe
+
+
+class OnPolicyPairs:
+    def __init__(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        prompt_texts: Sequence[str],
+        *,
+        decode: Callable[[list[int]], str],
+        oracle: Oracle,
+        k: int,
+        pairing: Pairing,
+        prompts_per_round: int,
+        sample_every: int,
+        batch_size: int,
+        max_new_tokens: int,
+        max_resample: int,
+        eos_token_id: int,
+        pad_token_id: int,
+        seed: int,
+        probe_size: int,
+    ):
+        self.prompt_ids, self.prompt_texts = list(prompt_ids), list(prompt_texts)
+        self.decode, self.oracle = decode, oracle
+        self.k, self.pairing = k, pairing
+        self.prompts_per_round, self.sample_every = prompts_per_round, sample_every
+        self.batch_size, self.max_new_tokens, self.max_resample = batch_size, max_new_tokens, max_resample
+        self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.probe_size = probe_size
+        self.behaviour: torch.nn.Module | None = None  # snapshot of π_θ at the latest round
+        self.round_step = -1
+        self.buffer: list[PreferenceBatch] = []
+        self._order: list[int] = []
+        self._pairs: list[tuple[list[int], list[int], list[int]]] = []
+        self.ties_total = 0
+
+    def next_batch(self, policy: torch.nn.Module, step: int) -> StepData:
+        data = StepData(batch=None)
+        if self.round_step < 0 or step - self.round_step >= self.sample_every:
+            self._sample_round(policy, step, data)
+        if not self._pairs:
+            data.events.append({"event": "step_skipped", "reason": "no usable pair in the current round"})
+            return data
+        if len(self._order) < self.batch_size:
+            self._order += self.rng.permutation(len(self._pairs)).tolist()
+        rows, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
+        data.batch = self._to_batch([self._pairs[i] for i in rows])
+        data.stats |= {"data/staleness": float(step - self.round_step), "data/truncated": 0, "data/ties": self.ties_total}
+        return data
+
+    def _sample_round(self, policy: torch.nn.Module, step: int, data: StepData) -> None:
+        for attempt in range(self.max_resample + 1):
+            prompts = self.rng.choice(len(self.prompt_ids), size=self.prompts_per_round, replace=False)
+            labelled, seconds = self._label(policy, prompts)
+            pairs, dropped = pair_round(labelled, self.pairing)
+            data.counts["policy_samples"] = data.counts.get("policy_samples", 0) + len(labelled.completions)
+            data.counts["oracle_calls"] = data.counts.get("oracle_calls", 0) + len(labelled.completions)
+            for key, value in seconds.items():
+                data.stats[key] = data.stats.get(key, 0.0) + value
+            self.ties_total += dropped["ties"]
+            if dropped["empty_responses"]:
+                data.events.append({"event": "empty_responses", "count": dropped["empty_responses"]})
+            if pairs:
+                break
+            data.events.append({"event": "all_pairs_tied", "attempt": attempt, **dropped})
+        self.round_step = step
+        data.events.append({"event": "sampling_round", "behaviour": f"policy@step{step}", "pairs": len(pairs)})
+        self._pairs = [self._pair_ids(labelled, pair) for pair in pairs]
+        self._order = []
+        self._snapshot(policy)
+
+    def _label(self, policy: torch.nn.Module, prompts: np.ndarray) -> tuple[LabelledRound, dict[str, float]]:
+        start = time.perf_counter()
+        completions = sample_completions(
+            policy,
+            [self.prompt_ids[i] for i in prompts],
+            k=self.k,
+            max_new_tokens=self.max_new_tokens,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            generator=self.generator,
+        )
+        sampled = time.perf_counter()
+        labelled = label_round(completions, [self.prompt_texts[i] for i in prompts], self.k, self.decode, self.oracle)
+        return labelled, {"time/sample": sampled - start, "time/label": time.perf_counter() - sampled}
+
+    def _pair_ids(self, labelled: LabelledRound, pair: PairIndex) -> tuple[list[int], list[int], list[int]]:
+        c = labelled.completions
+
+        def with_eos(row: int) -> list[int]:
+            return c.response_ids[row] + [self.eos_token_id] if c.ended[row] else list(c.response_ids[row])
+
+        return c.prompt_ids[pair.chosen], with_eos(pair.chosen), with_eos(pair.rejected)
+
+    def _to_batch(self, pairs: Sequence[tuple[list[int], list[int], list[int]]]) -> PreferenceBatch:
+        # Token ids are kept as sampled: re-tokenizing decoded text could change them, and β's log-probs
+        # (ESS, depth curves) must be those of the sequences actually drawn.
+        prompts = [p for p, _, _ in pairs] * 2
+        responses = [c for _, c, _ in pairs] + [r for _, _, r in pairs]
+        seq = pack_sequences(prompts, responses, self.pad_token_id)
+        return PreferenceBatch(seq.input_ids, seq.attention_mask, seq.loss_mask, n_pairs=len(pairs), n_truncated=0)
+
+    def _snapshot(self, policy: torch.nn.Module) -> None:
+        if self.behaviour is None:
+            self.behaviour = frozen_copy(policy)
+        else:
+            copy_parameters(policy, self.behaviour)
+
+    def probe(self) -> Probe | None:
+        """The current round's pairs; None before the first round (at step 0 π_θ = β, so nothing is shifted)."""
+        pairs = self._pairs[: self.probe_size]
+        return Probe(self._to_batch(pairs), self.behaviour) if pairs else None
