@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -56,19 +55,19 @@ class TaskConfig:
     name: str = "reviews"
     seed: int = 0  # the world (corpus, prompts) and π_sft depend on this seed only, so a study's runs share them
     corpus: CorpusKind = CorpusKind.grammar
-    corpus_dir: Optional[str] = None  # required when corpus=directory
+    corpus_dir: str | None = None  # required when corpus=directory
     n_texts: int = 30000  # grammar corpus size (directory corpora use every line)
     n_eval_prompts: int = 128  # fixed held-out prompts for evaluation
     prompt_min_words: int = 2
     prompt_max_words: int = 8
     oracle: str = "vader"
-    preferences_path: Optional[str] = None  # a user JSONL (prompt/chosen/rejected) instead of the built set
+    preferences_path: str | None = None  # a user JSONL (prompt/chosen/rejected) instead of the built set
     on_invalid: OnInvalid = OnInvalid.error
 
 
 @dataclass
 class ModelConfig:
-    name_or_path: Optional[str] = None  # None: a GPT-2 built from the fields below, trained from scratch
+    name_or_path: str | None = None  # None: a GPT-2 built from the fields below, trained from scratch
     vocab_size: int = 1024  # byte-level BPE trained on the corpus
     n_layer: int = 4
     n_head: int = 4
@@ -89,7 +88,7 @@ class SFTConfig:
 
 @dataclass
 class PreferenceSetConfig:
-    n_prompts: int = 800  # training prompts; with best_vs_worst one pair each, minus exact ties
+    n_prompts: int = 1600  # training prompts; with best_vs_worst one pair each, minus exact ties
     k: int = 4  # completions sampled per prompt from the behaviour policy
     pairing: Pairing = Pairing.best_vs_worst
 
@@ -97,11 +96,11 @@ class PreferenceSetConfig:
 @dataclass
 class SourceConfig:
     kind: SourceKind = SourceKind.offline
-    batch_size: int = 16  # pairs per optimizer step
+    batch_size: int = 32  # pairs per optimizer step
     # on-policy only: a sampling round every `sample_every` steps draws `prompts_per_round` prompts, k
     # completions each; the round's pairs serve the steps until the next round (staleness < sample_every).
     sample_every: int = 4
-    prompts_per_round: int = 16
+    prompts_per_round: int = 32
     k: int = 4
     pairing: Pairing = Pairing.best_vs_worst
     max_resample: int = 3  # a round whose pairs all tie is resampled this often, then the step is skipped
@@ -124,7 +123,7 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     name: OptimizerName = OptimizerName.adamw
-    lr: float = 5e-4
+    lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
@@ -134,7 +133,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 200
-    eval_every: int = 25
+    eval_every: int = 50
     max_length: int = 64  # prompt + response + end-of-text, in tokens
     max_prompt_length: int = 16
     max_new_tokens: int = 48

@@ -8,20 +8,20 @@ come from the policy, not from the draw.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from shiftlab import divergence as dv
+from shiftlab import two_sample
 from shiftlab.config import EvalConfig
 from shiftlab.losses import sequence_logps
 from shiftlab.pairs import Oracle
 from shiftlab.runlog import RunLog
 from shiftlab.sampling import SequenceBatch, completions_to_batch, sample_completions
 from shiftlab.sources import PairSource, Probe
-
 
 MIN_TWO_SAMPLE_POINTS = 8
 
@@ -32,11 +32,29 @@ class EvalPrompts:
     texts: list[str]
 
 
-@torch.no_grad()
-def forward_logits(model: torch.nn.Module, batch: SequenceBatch, hidden: bool = False):
-    model.eval()
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=hidden)
-    return (out.logits.float(), out.hidden_states[-1].float()) if hidden else out.logits.float()
+class Forwards:
+    """Logits of each (model, batch) pair, computed once per evaluation: in offline mode π_ref, π_sft and β are
+    one model, and its forward pass serves all three. π_sft's last hidden states are kept for state features."""
+
+    def __init__(self, sft: torch.nn.Module):
+        self.sft = sft
+        self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def logits(self, model: torch.nn.Module, batch: SequenceBatch) -> torch.Tensor:
+        return self._run(model, batch)[0]
+
+    def sft_hidden(self, batch: SequenceBatch) -> torch.Tensor:
+        return self._run(self.sft, batch)[1]
+
+    @torch.no_grad()
+    def _run(self, model: torch.nn.Module, batch: SequenceBatch):
+        key = (id(model), id(batch))
+        if key not in self._cache:
+            hidden = model is self.sft
+            model.eval()
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=hidden)
+            self._cache[key] = (out.logits.float(), out.hidden_states[-1].float() if hidden else None)
+        return self._cache[key]
 
 
 def prefix_features(hidden: torch.Tensor, loss_mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -109,9 +127,8 @@ class Evaluator:
         batch = completions_to_batch(completions, self.eos_token_id, self.pad_token_id)
         lengths = batch.loss_mask.sum(-1).float()
 
-        logits = forward_logits(policy, batch)
-        logits_ref = forward_logits(ref, batch)
-        logits_sft, hidden_sft = forward_logits(self.sft, batch, hidden=True)
+        fw = Forwards(self.sft)
+        logits, logits_ref, logits_sft = fw.logits(policy, batch), fw.logits(ref, batch), fw.logits(self.sft, batch)
         logp = sequence_logps(logits, batch.input_ids, batch.loss_mask)
         metrics = _with_stderr("eval/reward", rewards)
         metrics["eval/length"] = float(lengths.mean())
@@ -122,12 +139,11 @@ class Evaluator:
         if self.cfg.divergences:
             probe = self.source.probe()
             if probe is not None:
-                metrics |= self._data_metrics(policy, ref, probe, batch, logits, logits_sft, hidden_sft, step)
-                on_data = metrics["eval/kl_ref_on_data"]
-                on_policy = metrics["eval/kl_ref_on_policy"]
+                metrics |= self._data_metrics(fw, policy, ref, probe, batch, step)
+                on_data, on_policy = metrics["eval/kl_ref_on_data"], metrics["eval/kl_ref_on_policy"]
                 metrics["eval/kl_shift_ratio"] = on_policy / on_data if on_data > 0 else float("nan")
             if self.world is not None:
-                metrics |= self._world_metrics(texts, len_prompt_words=[len(p.split()) for p in self.prompts.texts], step=step)
+                metrics |= self._world_metrics(texts, [len(p.split()) for p in self.prompts.texts], step)
         self.log.samples(step, [
             {"prompt": p, "response": r, "reward": float(w)}
             for p, r, w in list(zip(self.prompts.texts, responses, rewards))[: self.cfg.n_samples_logged]
@@ -135,38 +151,41 @@ class Evaluator:
         metrics["time/eval"] = time.perf_counter() - start
         return metrics
 
-    def _data_metrics(self, policy, ref, probe: Probe, batch, logits, logits_sft, hidden_sft, step) -> dict[str, float]:
+    def _data_metrics(self, fw: Forwards, policy, ref, probe: Probe, batch: SequenceBatch, step: int) -> dict[str, float]:
         """Where DPO looks (training-pair states, d_D) against where π_θ goes (its own states, d_θ)."""
         data = SequenceBatch(probe.batch.input_ids, probe.batch.attention_mask, probe.batch.loss_mask)
-        data_logits = forward_logits(policy, data)
-        on_data = _masked_mean_token_kl(data_logits, forward_logits(ref, data), data.loss_mask)
-        out = {"eval/kl_ref_on_data": on_data}
-
+        data_logits = fw.logits(policy, data)
+        out = {"eval/kl_ref_on_data": _masked_mean_token_kl(data_logits, fw.logits(ref, data), data.loss_mask)}
         if probe.behaviour is not None:
-            behaviour_logits = logits_sft if probe.behaviour is self.sft else forward_logits(probe.behaviour, batch)
-            step_kl = dv.response_step_kl(logits, behaviour_logits, batch.loss_mask, max_len=self.max_new_tokens)
-            curve, curve_se = dv.depth_kl_curve(step_kl), dv.depth_kl_curve_stderr(step_kl)
-            out |= {"eval/state_kl": float(curve[-1]), "eval/state_kl_se": float(curve_se[-1])}
-            self.log.curve(step, "state_kl_depth", list(range(1, len(curve) + 1)), curve.tolist(), curve_se.tolist())
-            data_behaviour = forward_logits(probe.behaviour, data)
-            log_w = sequence_logps(data_logits, data.input_ids, data.loss_mask) - sequence_logps(
-                data_behaviour, data.input_ids, data.loss_mask
-            )
-            out["eval/ess"] = dv.effective_sample_size(log_w)
+            out |= self._behaviour_metrics(fw, policy, probe.behaviour, batch, data, step)
+        js = two_sample.ngram_js_divergence(_responses(data), _responses(batch), n_max=3, alpha=0.01)
+        out["eval/js_ngram"] = js["js/mean"]
+        return out | self._two_sample_metrics(fw, data, batch)
 
-        out["eval/js_ngram"] = dv.ngram_js_divergence(_responses(data), _responses(batch), n_max=3, alpha=0.5)["js/mean"]
-        return out | self._two_sample_metrics(data, batch, hidden_sft)
+    def _behaviour_metrics(self, fw: Forwards, policy, behaviour, batch: SequenceBatch, data: SequenceBatch, step: int):
+        """With β known: the state KL by depth on π_θ's samples, and the ESS of the training responses."""
+        logits = fw.logits(policy, batch)
+        step_kl = dv.response_step_kl(logits, fw.logits(behaviour, batch), batch.loss_mask, max_len=self.max_new_tokens)
+        curve, curve_se = dv.depth_kl_curve(step_kl), dv.depth_kl_curve_stderr(step_kl)
+        self.log.curve(step, "state_kl_depth", list(range(1, len(curve) + 1)), curve.tolist(), curve_se.tolist())
+        log_w = sequence_logps(fw.logits(policy, data), data.input_ids, data.loss_mask) - sequence_logps(
+            fw.logits(behaviour, data), data.input_ids, data.loss_mask
+        )
+        return {
+            "eval/state_kl": float(curve[-1]),
+            "eval/state_kl_se": float(curve_se[-1]),
+            "eval/ess": dv.effective_sample_size(log_w),
+        }
 
-    def _two_sample_metrics(self, data: SequenceBatch, batch: SequenceBatch, hidden_sft) -> dict[str, float]:
+    def _two_sample_metrics(self, fw: Forwards, data: SequenceBatch, batch: SequenceBatch) -> dict[str, float]:
         """Behaviour-agnostic: needs no β, only states of both kinds featurised by the frozen π_sft."""
         if min(len(data.input_ids), len(batch.input_ids)) < MIN_TWO_SAMPLE_POINTS:
             return {}  # too few states for a held-out split: the columns stay empty rather than noisy
         generator = torch.Generator().manual_seed(self.seed + 1)
-        _, data_hidden = forward_logits(self.sft, data, hidden=True)
-        x = prefix_features(data_hidden, data.loss_mask, generator)
-        y = prefix_features(hidden_sft, batch.loss_mask, generator)
-        c2st = dv.classifier_two_sample_test(x, y, seed=self.seed)
-        mmd = dv.mmd_permutation_test(x, y, n_permutations=self.cfg.mmd_permutations, seed=self.seed)
+        x = prefix_features(fw.sft_hidden(data), data.loss_mask, generator)
+        y = prefix_features(fw.sft_hidden(batch), batch.loss_mask, generator)
+        c2st = two_sample.classifier_two_sample_test(x, y, seed=self.seed)
+        mmd = two_sample.mmd_permutation_test(x, y, n_permutations=self.cfg.mmd_permutations, seed=self.seed)
         return {
             "eval/c2st_acc": c2st["accuracy"], "eval/c2st_acc_low": c2st["ci_low"],
             "eval/c2st_acc_high": c2st["ci_high"], "eval/c2st_tv_lb": c2st["tv_lower_bound"],

@@ -58,7 +58,8 @@ def token_logps(logits: Tensor, labels: Tensor) -> Tensor:
         (B, T-1) float32, ``out[:, t] = log softmax(logits[:, t])[labels[:, t + 1]]``.
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(f"expected logits (B, T, V) and labels (B, T); got {tuple(logits.shape)}, {tuple(labels.shape)}")
+        shapes = f"{tuple(logits.shape)}, {tuple(labels.shape)}"
+        raise ValueError(f"expected logits (B, T, V) and labels (B, T); got {shapes}")
     # Float32 log-softmax: bf16/fp16 log-probs lose whole nats on long sequences.
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
     return logp.gather(-1, labels[:, 1:].long().unsqueeze(-1)).squeeze(-1)  # (B, T-1)
@@ -173,7 +174,8 @@ def hinge_loss(
     ref_rejected_logps: Tensor,
     beta: float,
 ) -> LossOutput:
-    """Hinge loss: SLiC-HF's rank-calibration hinge (Zhao et al. 2023) on the reference-normalised margin, relu(1 − β h).
+    """Hinge loss relu(1 − β h): SLiC-HF's rank-calibration hinge (Zhao et al. 2023) on the
+    reference-normalised margin h.
 
     Args/Returns: as ``dpo_loss`` (no options).
     """

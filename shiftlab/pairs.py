@@ -8,9 +8,9 @@ end-of-text) never enters a pair — a preference over "nothing" is not text a u
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Callable, Sequence
 
 import numpy as np
 

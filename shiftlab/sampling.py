@@ -6,10 +6,9 @@ and every KL in the run log is an expectation under π_θ's own samples).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
-
 import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -35,7 +34,7 @@ class SequenceBatch:
     attention_mask: torch.Tensor  # (B, T) long
     loss_mask: torch.Tensor  # (B, T) bool
 
-    def to(self, device: torch.device | str) -> "SequenceBatch":
+    def to(self, device: torch.device | str) -> SequenceBatch:
         return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device))
 
 

@@ -4,7 +4,7 @@ end-of-text, so π_sft learns where reviews stop (stopping is part of every sequ
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

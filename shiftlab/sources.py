@@ -11,8 +11,9 @@ policy that generated it (β), on which the evaluator measures where DPO looks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ import torch
 from shiftlab.config import Pairing
 from shiftlab.data import PreferenceBatch, PreferenceCollator, PreferencePair
 from shiftlab.models import frozen_copy
-from shiftlab.pairs import LabelledRound, PairIndex, Oracle, label_round, pair_round
+from shiftlab.pairs import LabelledRound, Oracle, PairIndex, label_round, pair_round
 from shiftlab.reference import copy_parameters
 from shiftlab.sampling import pack_sequences, sample_completions
 

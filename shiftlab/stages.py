@@ -37,6 +37,8 @@ class World:
     eval_prompts: list[str]
     oracle: Oracle
     grammar: ReviewGrammar | None  # exact text log-probs when the corpus comes from shiftlab's own grammar
+    user_pairs: list[PreferencePair] | None = None  # task.preferences_path, validated before any training
+    user_pairs_info: dict | None = None
 
 
 def build_world(cfg: TaskConfig) -> World:
@@ -57,7 +59,12 @@ def build_world(cfg: TaskConfig) -> World:
     train_prompts = make_prompts(train_texts, rng, cfg.prompt_min_words, cfg.prompt_max_words)
     if cfg.oracle != "vader":
         raise ValueError(f"task.oracle={cfg.oracle!r}: only 'vader' is available")
-    return World(train_texts, train_prompts, eval_prompts, VaderOracle(), grammar)
+    world = World(train_texts, train_prompts, eval_prompts, VaderOracle(), grammar)
+    if cfg.preferences_path:
+        on_invalid = "raise" if cfg.on_invalid is OnInvalid.error else "skip"
+        world.user_pairs, report = load_preference_jsonl(cfg.preferences_path, on_invalid=on_invalid)
+        world.user_pairs_info = {"path": cfg.preferences_path, "loaded": report.n_loaded, "skipped": report.skipped}
+    return world
 
 
 def fingerprint(*parts: Any) -> str:
@@ -130,11 +137,8 @@ class PreferenceSet:
 
 def build_preference_set(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress_factory) -> PreferenceSet:
     """The offline set (DPO paper's IMDb recipe) from π_sft, or a user JSONL when task.preferences_path is set."""
-    if cfg.task.preferences_path:
-        on_invalid = "raise" if cfg.task.on_invalid is OnInvalid.error else "skip"
-        pairs, report = load_preference_jsonl(cfg.task.preferences_path, on_invalid=on_invalid)
-        info = {"path": cfg.task.preferences_path, "loaded": report.n_loaded, "skipped": report.skipped}
-        return PreferenceSet(pairs, False, 0, 0, info)
+    if world.user_pairs is not None:
+        return PreferenceSet(world.user_pairs, False, 0, 0, world.user_pairs_info)
     p = cfg.preferences
     key = fingerprint(sft_fingerprint(cfg), p, cfg.seed, cfg.train.max_new_tokens, cfg.train.max_prompt_length)
     final = cache_dir / "preferences" / key

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
+from tiny import CONF_DIR, compose_config
 
 from shiftlab.config import ConfigError, ReferenceKind, ShiftlabConfig, SourceKind
-from tiny import CONF_DIR, compose_config
 
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
 

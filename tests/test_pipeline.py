@@ -6,11 +6,11 @@ import json
 
 import pandas as pd
 import pytest
+from tiny import compose_config
 from transformers import AutoModelForCausalLM
 
 from shiftlab.experiment import run
 from shiftlab.metrics import METRICS
-from tiny import compose_config
 
 TRAIN_COLUMNS = [m for m in METRICS if not m.startswith(("eval/", "sft/", "time/eval")) and m not in ("data/ties", "data/staleness", "time/sample", "time/label")]
 EVAL_COLUMNS = [m for m in METRICS if m.startswith("eval/")]

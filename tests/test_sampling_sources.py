@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from shiftlab.config import Pairing
 from shiftlab.losses import sequence_logps
-from shiftlab.models import frozen_copy
 from shiftlab.pairs import form_pairs
 from shiftlab.reference import HardRefresh, SoftRefresh
 from shiftlab.sampling import completions_to_batch, sample_completions

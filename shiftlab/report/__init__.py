@@ -10,5 +10,14 @@ from shiftlab.report.load import ReportError, Study, load_study
 from shiftlab.report.options import PlotConfig, ReportConfig, parse_args
 from shiftlab.report.stats import compute_contrast, compute_gap_curve, compute_gap_table
 
-__all__ = ["ReportError", "Study", "load_study", "ReportConfig", "PlotConfig", "parse_args",
-           "compute_contrast", "compute_gap_table", "compute_gap_curve"]
+__all__ = [
+    "PlotConfig",
+    "ReportConfig",
+    "ReportError",
+    "Study",
+    "compute_contrast",
+    "compute_gap_curve",
+    "compute_gap_table",
+    "load_study",
+    "parse_args",
+]

@@ -12,8 +12,14 @@ from shiftlab.report import plots, tables
 from shiftlab.report.load import Study, load_study
 from shiftlab.report.options import PlotConfig, ReportConfig, default_name
 from shiftlab.report.render import Section, write_figure, write_report
-from shiftlab.report.stats import (MAIN_CELLS, compute_gap_curve, compute_gap_table, interpolate_on_kl,
-                                   kl_overlap)
+from shiftlab.report.stats import (
+    MAIN_CELLS,
+    compute_gap_curve,
+    compute_gap_table,
+    interpolate_on_kl,
+    kl_limiting_run,
+    kl_overlap,
+)
 from shiftlab.report.summary import write_summary
 
 GAP_METHOD = (
@@ -43,10 +49,8 @@ def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
         Section("DPO diagnostics", figures=[("dpo_diagnostics", plots.plot_metric_panels(
             study.train, plots.DPO_METRICS, cells, f"Training rows, rolling mean over {cfg.smooth} steps",
             ncols=4, smooth=cfg.smooth),
-            "Implicit-reward margins and accuracies, and the log-likelihoods of chosen and rejected responses "
-            "(likelihood displacement: both can fall while the margin grows). Mean ± 95% t interval over seeds.")]),
-        Section("Runs", tables=[("One row per run: configuration differences from the most common value, "
-                                 "progress, and the last evaluation (± standard error)", tables.build_run_table(study))]),
+            _DPO_CAPTION)]),
+        Section("Runs", tables=[(_RUNS_CAPTION, tables.build_run_table(study))]),
         Section("Data notes", bullets=study.notes + tables.missing_metrics(study)
                 or ["every run finished and logged every divergence column"]),
     ]
@@ -56,7 +60,7 @@ def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
                                                         samples)]))
     shown = ["eval/reward", "eval/kl_sft", "eval/kl_ref", *plots.STATE_METRICS, *plots.DPO_METRICS]
     sections.append(Section("Metrics", tables=[("From shiftlab.metrics", tables.build_glossary(shown))]))
-    subtitle = (f"{len(study.runs)} runs from {', '.join(map(str, paths))} · generated "
+    subtitle = (f"{len(study.runs)} run(s) from {', '.join(map(str, paths))} · generated "
                 f"{dt.datetime.now():%Y-%m-%d %H:%M} · shiftlab {__version__}")
     return write_report(out_dir, f"shiftlab report: {out_dir.name}", write_summary(study, gap), sections, subtitle)
 
@@ -77,16 +81,15 @@ def _gap_section(study: Study, gap, cfg: ReportConfig) -> Section:
     curves = (interpolate_on_kl(study.evals[study.evals["cell"].isin(main)], np.linspace(*overlap, cfg.kl_grid))
               if not isinstance(overlap, str) else interpolate_on_kl(study.evals.iloc[0:0], np.array([])))
     gap_curve = compute_gap_curve(study.evals, cells, n_grid=cfg.kl_grid, n_boot=cfg.n_boot, seed=cfg.seed)
-    span = (f"The common KL range of the 2x2 runs is {overlap[0]:.3g} to {overlap[1]:.3g} nats. Estimates are "
-            "differences in eval/reward, positive when the first cell of the contrast scores higher."
+    span = (f"The common KL range of the runs of the 2x2 cells present is {overlap[0]:.3g} to {overlap[1]:.3g} nats; its top is set by "
+            f"run {kl_limiting_run(study.evals, main)}. Estimates are differences in eval/reward, positive when the "
+            "first cell of the contrast scores higher."
             if not isinstance(overlap, str) else f"No common KL range: {overlap}.")
     return Section(
         "The off-policy gap",
         paragraphs=[GAP_METHOD, span],
         tables=tables.format_gap_tables(gap),
-        figures=[("frontier", plots.plot_frontier(study.evals, curves, cells),
-                  "Reward vs KL(π_θ‖π_sft), as in Figure 2 of the DPO paper. Thick lines: the mean over seeds of "
-                  "each run's interpolated reward on the common KL grid — the values the matched-KL gap is read from."),
+        figures=[("frontier", plots.plot_frontier(study.evals, curves, cells), _FRONTIER_CAPTION),
                  ("gap_curve", plots.plot_gap_curve(gap_curve),
                   "The matched-KL contrasts at every point of the common KL grid; the table's value is the right end.")])
 
@@ -94,16 +97,27 @@ def _gap_section(study: Study, gap, cfg: ReportConfig) -> Section:
 def _state_section(study: Study, cfg: ReportConfig) -> Section:
     return Section(
         "State divergence",
-        paragraphs=["Where DPO's training states (d_D, or the behaviour policy β) and the policy's own states (d_θ) "
-                    "part ways. An ESS near 1 and a shift ratio near 1 mean the data are still on-policy."],
+        paragraphs=[_STATE_TEXT],
         figures=[("depth_curves", plots.plot_depth_curves(study.curves, study.cells),
                   "KL(d_θ,t ‖ d_β,t) and the off-support fraction by depth t at each run's last evaluation."),
                  ("state_divergence", plots.plot_metric_panels(
                      study.evals, plots.STATE_METRICS, study.cells, "Evaluation rows over training"),
-                  "Effective sample size, KL on data vs on policy states and their ratio, state KL, and the "
-                  "behaviour-agnostic two-sample divergences (classifier accuracy, MMD², n-gram JS).")])
+                  _STATE_CAPTION)])
 
 
 _KL_CAPTION = ("Top: KL(π_θ‖π_ref) — it drops to 0 at a hard refresh by construction. Bottom: KL(π_θ‖π_sft), "
                "comparable across cells. Left against optimizer steps, right against the labelling budget "
-               "(oracle_calls). Ticks at the bottom of each panel mark reference refreshes (one row per cell).")
+               "(oracle_calls). Ticks at the bottom of each panel mark reference refreshes (one row per cell). "
+               "A cell trained on a fixed offline set has a constant oracle_calls (the set is labelled once), so "
+               "its curve is a vertical stack at that budget.")
+_DPO_CAPTION = ("Implicit-reward margins and accuracies, and the log-likelihoods of chosen and rejected responses "
+                "(likelihood displacement: both can fall while the margin grows).")
+_RUNS_CAPTION = ("One row per run: configuration differences from the most common value, progress, and the last "
+                 "evaluation (± standard error)")
+_FRONTIER_CAPTION = ("Reward vs KL(π_θ‖π_sft), as in Figure 2 of the DPO paper. Thick lines: the mean over seeds of "
+                     "each run's interpolated reward on the common KL grid — the values the matched-KL gap is read "
+                     "from.")
+_STATE_TEXT = ("Where DPO's training states (d_D, or the behaviour policy β) and the policy's own states (d_θ) part "
+               "ways. An ESS near 1 and a shift ratio near 1 mean the data are still on-policy.")
+_STATE_CAPTION = ("Effective sample size, KL on data vs on policy states and their ratio, state KL, and the "
+                  "behaviour-agnostic two-sample divergences (classifier accuracy, MMD², n-gram JS).")

@@ -21,7 +21,8 @@ def main_report(argv: list[str]) -> int:
         paths, cfg = parse_args(argv, ReportConfig)
         if not paths:
             raise ReportError("no run directories given\n" + USAGE_REPORT)
-        from shiftlab.report.build import build_report  # heavy imports (seaborn) once the arguments parse
+        # seaborn and friends are imported only once the arguments parse
+        from shiftlab.report.build import build_report
 
         html_path, md_path = build_report(paths, cfg)
     except ReportError as e:

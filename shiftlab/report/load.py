@@ -83,14 +83,9 @@ def load_study(paths: list[str | os.PathLike], allow_mixed: bool = False) -> Stu
         meta = _read_meta(d, name, configs[name], rows)
         metas.append(meta)
         tag = {"run": name, "cell": meta["cell"], "seed": meta["seed"]}
-        log = pd.DataFrame(rows)
-        is_eval = log.columns.str.startswith("eval/")
-        if len(log) and is_eval.any():
-            eval_mask = log.loc[:, is_eval].notna().any(axis=1)
-        else:
-            eval_mask = pd.Series(False, index=log.index)
-        frames["train"].append(log[~eval_mask].dropna(axis=1, how="all").assign(**tag))
-        frames["evals"].append(log[eval_mask].dropna(axis=1, how="all").assign(**tag))
+        is_eval = [any(k.startswith("eval/") and v is not None for k, v in r.items()) for r in rows]
+        frames["train"].append(pd.DataFrame([r for r, e in zip(rows, is_eval) if not e]).assign(**tag))
+        frames["evals"].append(pd.DataFrame([r for r, e in zip(rows, is_eval) if e]).assign(**tag))
         frames["events"].append(pd.DataFrame(read_jsonl(d / "events.jsonl")[0]).assign(**tag))
         frames["curves"].append(_explode_curves(read_jsonl(d / "curves.jsonl")[0]).assign(**tag))
         frames["samples"].append(pd.DataFrame(read_jsonl(d / "samples.jsonl")[0]).assign(**tag))
@@ -147,10 +142,9 @@ def check_compatible(configs: dict[str, dict[str, Any]], dirs: dict[str, Path]) 
 
 
 def _incompatibilities(configs: dict[str, dict[str, Any]], dirs: dict[str, Path]) -> list[str]:
-    # Leaf keys named `seed` are excluded: seeds vary across the runs of a study by design.
+    # `task.seed` is included: the world and π_sft depend on it, so runs with different values are not comparable.
     def section(cfg: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in cfg.items()
-                if k.split(".")[0] in COMPAT_SECTIONS and k.rsplit(".", 1)[-1] != "seed"}
+        return {k: v for k, v in cfg.items() if k.split(".")[0] in COMPAT_SECTIONS}
 
     with_cfg = [n for n in configs if configs[n]]
     if len(with_cfg) < 2:
@@ -215,12 +209,17 @@ def _infer_cell(source: Any, reference: Any, cfg: dict[str, Any]) -> str:
 def _progress_notes(runs: pd.DataFrame) -> list[str]:
     notes = []
     for r in runs.itertuples():
-        last = "no step logged" if pd.isna(r.last_step) else f"last step {int(r.last_step)}"
-        total = f" of {int(r.steps)}" if isinstance(r.steps, (int, float)) and not pd.isna(r.steps) else ""
-        if r.status != "finished":
-            notes.append(f"run {r.run} has status {r.status}, {last}{total}")
-        elif total and not pd.isna(r.last_step) and r.last_step < r.steps:
-            notes.append(f"run {r.run} is marked finished but stopped early: {last}{total}")
+        planned = isinstance(r.steps, (int, float)) and not pd.isna(r.steps)
+        if pd.isna(r.last_step):
+            progress = "nothing logged yet" + (f" ({int(r.steps)} steps planned)" if planned else "")
+        else:
+            progress = f"last step {int(r.last_step)}" + (f" of {int(r.steps)}" if planned else "")
+        if r.status == "unknown":
+            notes.append(f"run {r.run} has no readable run.json (status unknown), {progress}")
+        elif r.status != "finished":
+            notes.append(f"run {r.run} has status {r.status}, {progress}")
+        elif planned and not pd.isna(r.last_step) and r.last_step < r.steps:
+            notes.append(f"run {r.run} is marked finished but stopped early: {progress}")
     return notes
 
 

@@ -15,9 +15,11 @@ from scipy import stats
 from shiftlab.metrics import direction
 from shiftlab.report.load import CELL_ORDER
 
+BAND = "mean ± 95% t interval over seeds, clipped to the runs' range"
 ARROW = {"higher": " (↑ better)", "lower": " (↓ better)", "neutral": ""}
 STATE_METRICS = ("eval/ess", "eval/kl_shift_ratio", "eval/kl_ref_on_data", "eval/kl_ref_on_policy",
                  "eval/state_kl", "eval/c2st_acc", "eval/mmd2", "eval/js_ngram")
+DEPTH_YLABEL = {"state_kl_depth": "KL(d_θ,t ‖ d_β,t)  [nats]", "off_support_depth": "fraction off support"}
 DPO_METRICS = ("rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
 
 
@@ -40,7 +42,7 @@ def plot_kl_curves(evals: pd.DataFrame, events: pd.DataFrame, train: pd.DataFram
             if not marks.empty and x in marks.columns:
                 _rug(ax, marks, x, cells)
             ax.set_title(f"{_label(y)} vs {x}")
-    fig.suptitle("KL from the current reference and from π_sft (mean ± 95% t interval over seeds; ticks: refreshes)")
+    fig.suptitle(f"KL from the current reference and from π_sft ({BAND}; ticks: refreshes)")
     return fig
 
 
@@ -54,7 +56,7 @@ def plot_frontier(evals: pd.DataFrame, curves: pd.DataFrame, cells: list[str]) -
     if any(c not in evals.columns for c in cols) or evals.dropna(subset=cols).empty:
         return _empty(fig, ax, "eval/reward or eval/kl_sft not logged")
     ev = evals.dropna(subset=cols).sort_values(["run", "step"])
-    for run, d in ev.groupby("run"):
+    for _, d in ev.groupby("run"):
         ax.plot(d["eval/kl_sft"], d["eval/reward"], color=pal[d["cell"].iloc[0]], alpha=0.25, lw=0.8)
     sns.scatterplot(data=ev, x="eval/kl_sft", y="eval/reward", hue="cell", hue_order=cells, palette=pal,
                     ax=ax, s=28, alpha=0.8)
@@ -100,8 +102,9 @@ def plot_depth_curves(curves: pd.DataFrame, cells: list[str]) -> Figure:
             continue
         _line(ax, d, "t", "value", cells, legend=(k == 0), marker=None)
         ax.set_xlabel("depth t (response tokens)")
+        ax.set_ylabel(DEPTH_YLABEL.get(kind, "value"))
         ax.set_title(kind)
-    fig.suptitle("State divergence by depth at each run's last evaluation")
+    fig.suptitle(f"State divergence by depth at each run's last evaluation ({BAND})")
     return fig
 
 
@@ -126,7 +129,7 @@ def plot_metric_panels(df: pd.DataFrame, metrics: tuple[str, ...], cells: list[s
         ax.set_ylabel("")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle(title)
+    fig.suptitle(f"{title} ({BAND})")
     return fig
 
 
@@ -162,6 +165,10 @@ def _line(ax, d: pd.DataFrame, x: str, y: str, cells: list[str], legend: bool,
     present = [c for c in cells if c in set(d["cell"])]
     sns.lineplot(data=d, x=x, y=y, hue="cell", hue_order=present, palette=cell_palette(present), ax=ax,
                  errorbar=t_interval, marker=marker, markersize=4, legend=legend)
+    # With 2-3 seeds a t band can be many times wider than the data; keep the runs' own range in view.
+    lo, hi = float(d[y].min()), float(d[y].max())
+    pad = 0.08 * (hi - lo) or 0.05 * abs(hi) or 0.1
+    ax.set_ylim(lo - pad, hi + pad)
     if legend and ax.get_legend() is not None:
         ax.legend(fontsize=8, title=None)
 

@@ -73,6 +73,12 @@ def kl_overlap(evals: pd.DataFrame, cells: list[str], kl: str = KL_SFT) -> tuple
     return lo, hi
 
 
+def kl_limiting_run(evals: pd.DataFrame, cells: list[str], kl: str = KL_SFT) -> str:
+    """The run whose largest KL is the smallest: it sets the top of the common KL range."""
+    ev = _usable(evals[evals["cell"].isin(cells)], [kl, REWARD])
+    return "" if ev.empty else str(ev.groupby("run")[kl].max().idxmin())
+
+
 def match_values(evals: pd.DataFrame, cells: list[str], axis: str) -> tuple[pd.Series, float] | str:
     """Per-run eval reward at the matched point of `axis`, and that point; or the reason it is unavailable."""
     if axis not in evals.columns or REWARD not in evals.columns:
@@ -85,12 +91,16 @@ def match_values(evals: pd.DataFrame, cells: list[str], axis: str) -> tuple[pd.S
         at = overlap[1]
         table = interpolate_on_kl(ev, np.array([at]))
         return table.set_index("run")["value"], at
-    at = float(ev.groupby("run")[axis].max().min()) if len(ev) else np.nan
+    if ev.empty:
+        return f"no run has both {axis} and {REWARD}"
+    ends, starts = ev.groupby("run")[axis].max(), ev.groupby("run")[axis].min()
+    at = float(ends.min())
+    late = starts[starts > at]
+    if len(late):
+        return (f"no common {axis} range: run {ends.idxmin()} ends at {at:g}, before {len(late)} run(s) start "
+                f"(e.g. {late.index[0]} at {late.iloc[0]:g})")
     ev = ev[ev[axis] <= at].sort_values([axis, "step"], kind="stable")
     values = ev.groupby("run", sort=False)[REWARD].last()
-    missing = sorted(set(_usable(evals[evals["cell"].isin(cells)], [axis, REWARD])["run"]) - set(values.index))
-    if missing or values.empty:
-        return f"no common {axis} range (runs {', '.join(missing)} start after {at:g})"
     return values, at
 
 
@@ -191,15 +201,18 @@ def compute_gap_curve(evals: pd.DataFrame, cells: list[str], n_grid: int = 20, n
             continue
         xs = [curves[curves["cell"] == c].pivot(index="run", columns="kl", values="value").to_numpy()
               for c in con.weights]
-        est = sum(w * x.mean(axis=0) for w, x in zip(con.weights.values(), xs))
+        weights = np.array(list(con.weights.values()))
+
+        def statistic(*data, axis=0, weights=weights):
+            return sum(w * d.mean(axis=axis) for w, d in zip(weights, data))
+
+        est = statistic(*xs)
         low = high = np.full_like(est, np.nan)
         if min(len(x) for x in xs) >= 2:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                boot = stats.bootstrap(xs, lambda *d, axis=0: sum(w * a.mean(axis=axis) for w, a in
-                                                                  zip(con.weights.values(), d)),
-                                       n_resamples=n_boot, method="percentile", vectorized=True, axis=0,
-                                       rng=np.random.default_rng(seed))
+                boot = stats.bootstrap(xs, statistic, n_resamples=n_boot, method="percentile", vectorized=True,
+                                       axis=0, rng=np.random.default_rng(seed))
             low, high = boot.confidence_interval
         out.append(pd.DataFrame({"contrast": f"{con.label} ({con.formula})", "kl": grid, "estimate": est,
                                  "ci_low": low, "ci_high": high}))

@@ -8,7 +8,13 @@ import pandas as pd
 
 from shiftlab.metrics import direction
 from shiftlab.report.load import Study
-from shiftlab.report.stats import KL_SFT, MAIN_CELLS, REWARD, min_permutation_p
+from shiftlab.report.stats import (
+    KL_SFT,
+    MAIN_CELLS,
+    REWARD,
+    kl_limiting_run,
+    min_permutation_p,
+)
 
 AXIS_PHRASE = {KL_SFT: "matched KL(π_θ‖π_sft) = {at:.3g} nats (the largest KL every compared run reached)",
                "step": "the last step every compared run reached ({at:.0f})",
@@ -24,12 +30,14 @@ def write_summary(study: Study, table: pd.DataFrame) -> list[str]:
         why = "" if row is None else f" ({row['note'].removeprefix('not available: ')})"
         lines.append(f"The off-policy gap (online − offline) at matched KL is not available{why}.")
     else:
-        lines.append(_gap_sentence(row, better))
+        lines.append(_gap_sentence(row, better) + _limit_sentence(study))
         lines.append(_decomposition_sentence(table))
     for axis in ("step", "oracle_calls"):
         r = _row(table, axis, "total")
         if r is not None and not _unavailable(r):
             lines.append(f"At {AXIS_PHRASE[axis].format(at=r['at'])} the gap is {_est(r)}.")
+        elif r is not None:
+            lines.append(f"Matched on {axis}, the gap is {r['note']}.")
     r = _row(table, KL_SFT, "rl")
     if r is not None and not _unavailable(r):
         lines.append(f"At matched KL(π_θ‖π_sft) = {r['at']:.3g} nats (rl and offline runs only), the RL "
@@ -37,8 +45,8 @@ def write_summary(study: Study, table: pd.DataFrame) -> list[str]:
     lines.append(_seed_caveat(study))
     unfinished = (study.runs["status"] != "finished").sum()
     if unfinished:
-        lines.append(f"{unfinished} of {len(study.runs)} runs are not finished; the estimates use the evaluations "
-                     "logged so far (see Data notes).")
+        lines.append(f"{unfinished} of {len(study.runs)} runs are not marked finished; the estimates use the "
+                     "evaluations logged so far (see Data notes).")
     return [s for s in lines if s]
 
 
@@ -46,7 +54,8 @@ def _describe_cells(study: Study) -> str:
     counts = study.runs.groupby("cell").size()
     present = ", ".join(f"{c} ({counts[c]} run{'s' if counts[c] != 1 else ''})" for c in study.cells)
     missing = [c for c in MAIN_CELLS if c not in counts.index]
-    text = f"The study has {len(study.runs)} runs. Cells present: {present}."
+    n = len(study.runs)
+    text = f"The study has {n} run{'s' if n != 1 else ''}. Cells present: {present}."
     if missing:
         text += f" Missing: {', '.join(missing)} — comparisons that need them are marked not available."
     return text
@@ -66,6 +75,15 @@ def _gap_sentence(row: pd.Series, better: str) -> str:
     else:
         text += " Both intervals include 0: these seeds do not separate online from offline DPO."
     return text
+
+
+def _limit_sentence(study: Study) -> str:
+    run = kl_limiting_run(study.evals, [c for c in MAIN_CELLS if c in study.cells])
+    status = study.runs.set_index("run")["status"].get(run, "unknown")
+    if status == "finished":
+        return ""
+    return (f" The matched KL is capped by run {run}, which has status {status}: the comparison will move to a "
+            "larger KL as it progresses.")
 
 
 def _decomposition_sentence(table: pd.DataFrame) -> str:

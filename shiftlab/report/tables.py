@@ -66,18 +66,21 @@ def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def missing_metrics(study: Study, names: tuple[str, ...] = DIVERGENCES) -> list[str]:
     """Sentences naming the divergence columns that some or all runs did not log (absent or null)."""
-    notes, runs = [], list(study.runs["run"])
     if len(study.evals) == 0:
         return ["no run has an evaluation row yet"]
-    have = study.evals.groupby("run").agg(lambda s: s.notna().any()) if len(study.evals) else None
+    have = study.evals.groupby("run").agg(lambda s: s.notna().any())
+    notes, runs = [], [r for r in study.runs["run"] if r in have.index]  # runs without evals: one note below
+    absent = []
     for name in names:
         logged = set(have.index[have[name]]) if name in have.columns else set()
         lacking = [r for r in runs if r not in logged]
         if len(lacking) == len(runs):
-            notes.append(f"{name} is not logged by any run")
+            absent.append(name)
         elif lacking:
             notes.append(f"{name} is missing in run{'s' * (len(lacking) > 1)} {', '.join(lacking)}")
-    no_eval = [r for r in runs if r not in have.index]
+    if absent:
+        notes.insert(0, f"not logged by any run: {', '.join(absent)}")
+    no_eval = [r for r in study.runs["run"] if r not in have.index]
     if no_eval:
         notes.append(f"no evaluation rows yet in run{'s' * (len(no_eval) > 1)} {', '.join(no_eval)}")
     return notes
