@@ -149,6 +149,12 @@ class EvalConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 50  # optimizer steps between checkpoints (a checkpoint is also written at the end); 0 = end only
+    keep_last: int = 2
+
+
+@dataclass
 class ShiftlabConfig:
     mode: str = "offline"  # the cell name, written to run.json; set by conf/mode/*.yaml
     seed: int = 0
@@ -165,6 +171,8 @@ class ShiftlabConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: str | None = None  # "true": the run directory given by hydra.run.dir; or a run directory path
 
 
 def register_configs() -> None:
@@ -203,6 +211,7 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
         "train.max_new_tokens": cfg.train.max_new_tokens,
         "eval.n_prompts": cfg.eval.n_prompts,
         "eval.probe_pairs": cfg.eval.probe_pairs,
+        "checkpoint.keep_last": cfg.checkpoint.keep_last,
     }
     for key, value in positive.items():
         _check(value >= 1, key, "≥ 1", value)
@@ -217,6 +226,7 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
         "source.max_resample": cfg.source.max_resample,
         "eval.n_samples_logged": cfg.eval.n_samples_logged,
         "eval.mmd_permutations": cfg.eval.mmd_permutations,
+        "checkpoint.every": cfg.checkpoint.every,
         "optim.weight_decay": cfg.optim.weight_decay,
         "sft.weight_decay": cfg.sft.weight_decay,
     }
