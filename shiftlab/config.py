@@ -7,8 +7,11 @@ range checks a type cannot express (β > 0, 0 < α ≤ 1, ...) and names the key
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -16,6 +19,13 @@ from hydra.core.config_store import ConfigStore
 class CorpusKind(Enum):
     grammar = "grammar"  # the embedded world: shiftlab's own review grammar, exact log-probs
     directory = "directory"  # real review text, sentence-polarity layout (rt-polarity.pos / .neg)
+    text = "text"  # a text dataset (task.dataset): the SFT corpus, and review-prefix prompts (the DPO paper's IMDb task)
+    preferences = "preferences"  # a preference dataset (task.dataset): its pairs, its prompts, SFT on prompt + chosen
+
+
+class PreferenceFormat(Enum):
+    columns = "columns"  # one column each for prompt, chosen and rejected (renamed by task.dataset.columns)
+    hh = "hh"  # Anthropic HH-RLHF: chosen / rejected are whole dialogues sharing all but the last assistant turn
 
 
 class SourceKind(Enum):
@@ -51,17 +61,44 @@ class OnInvalid(Enum):
 
 
 @dataclass
+class ColumnsConfig:
+    """Which dataset column holds each field a task reads; null: the column of the field's own name."""
+
+    prompt: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+    text: str | None = None
+
+
+@dataclass
+class DatasetConfig:
+    """Where a task's rows come from: a hub dataset, or a local file or folder (read without a network)."""
+
+    path: str | None = None  # hub id, a local .jsonl / .jsonl.gz / .parquet / .txt file, or a folder of data files
+    name: str | None = None  # hub dataset configuration
+    data_dir: str | None = None  # hub subfolder (Anthropic/hh-rlhf: harmless-base, helpful-base, ...)
+    split: str = "train"  # hub ids and folders; a local file is one split
+    eval_split: str | None = None  # evaluation prompts from this split; None: held out from `split`
+    max_rows: int | None = None  # read only the first rows of each split (quick runs)
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)  # e.g. columns.prompt=question
+
+
+@dataclass
 class TaskConfig:
     name: str = "reviews"
     seed: int = 0  # the world (corpus, prompts) and π_sft depend on this seed only, so a study's runs share them
     corpus: CorpusKind = CorpusKind.grammar
     corpus_dir: str | None = None  # required when corpus=directory
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)  # required when corpus=text or preferences
+    format: PreferenceFormat = PreferenceFormat.columns  # corpus=preferences: how a row holds a pair
+    assistant_marker: str = "\n\nAssistant:"  # format=hh: a prompt ends with the last one
+    prompt_template: str = "{prompt}"  # corpus=preferences: wraps each prompt (the pair's and the SFT text's)
+    text_replace: dict[str, str] = field(default_factory=dict)  # corpus=text: substring -> replacement (IMDb "<br />")
     n_texts: int = 30000  # grammar corpus size (directory corpora use every line)
     n_eval_prompts: int = 128  # fixed held-out prompts for evaluation
     prompt_min_words: int = 2
     prompt_max_words: int = 8
-    oracle: str = "vader"
-    preferences_path: str | None = None  # a user JSONL (prompt/chosen/rejected) instead of the built set
+    preferences_path: str | None = None  # a local .jsonl / .jsonl.gz / .parquet of prompt/chosen/rejected instead of the built set
     on_invalid: OnInvalid = OnInvalid.error
 
 
@@ -74,7 +111,34 @@ class ModelConfig:
     n_embd: int = 128
     n_positions: int = 64
     trust_remote_code: bool = False
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32, bfloat16, float16, or auto: bfloat16 on a GPU that has it, else float32
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more time
+
+
+class OracleKind(Enum):
+    vader = "vader"  # VADER compound sentiment, rule-based, no model
+    hf_classifier = "hf_classifier"  # a sequence-classification model's p(label) (the DPO paper's sentiment reward)
+    function = "function"  # a user callable named "package.module:attr"
+
+
+class TruncationSide(Enum):
+    left = "left"  # drop the start of a long text, keep its end
+    right = "right"  # keep the start
+
+
+@dataclass
+class OracleConfig:
+    """The reward that labels pairs and scores evaluation samples: texts (prompt + response) -> (N,) floats."""
+
+    kind: OracleKind = OracleKind.vader
+    model: str | None = None  # hf_classifier: hub id or local directory of a sequence-classification model
+    label: str | None = None  # hf_classifier: reward = p(label); unset only for a one-output reward model (its logit)
+    batch_size: int = 32  # hf_classifier: texts per forward pass
+    max_length: int = 512  # hf_classifier: tokens per text; longer texts are cut on truncation_side
+    truncation_side: TruncationSide = TruncationSide.right
+    trust_remote_code: bool = False
+    function: str | None = None  # function: "package.module:attr", called as attr(texts, **kwargs)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,7 +173,7 @@ class SourceConfig:
 @dataclass
 class ReferenceConfig:
     kind: ReferenceKind = ReferenceKind.fixed
-    refresh_every: int = 50
+    refresh_every: int = 40
     alpha: float = 0.5  # soft refresh weight on π_θ
 
 
@@ -123,7 +187,7 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     name: OptimizerName = OptimizerName.adamw
-    lr: float = 1e-4
+    lr: float = 5e-5
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
@@ -163,6 +227,7 @@ class ShiftlabConfig:
     progress: bool = True
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     preferences: PreferenceSetConfig = field(default_factory=PreferenceSetConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -172,7 +237,7 @@ class ShiftlabConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resume: str | None = None  # "true": the run directory given by hydra.run.dir; or a run directory path
+    resume: str | None = None  # true: continue the run in hydra.run.dir from its last checkpoint; or a run directory
 
 
 def register_configs() -> None:
@@ -232,7 +297,25 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
     }
     for key, value in non_negative.items():
         _check(value >= 0, key, "≥ 0", value)
+    floats = {
+        "loss.beta": cfg.loss.beta,
+        "loss.label_smoothing": cfg.loss.label_smoothing,
+        "reference.alpha": cfg.reference.alpha,
+        "optim.lr": cfg.optim.lr,
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "optim.grad_clip": cfg.optim.grad_clip,
+        "sft.lr": cfg.sft.lr,
+        "sft.weight_decay": cfg.sft.weight_decay,
+    }
+    for key, value in floats.items():  # inf passes every `> 0` check, and one inf turns a run into NaNs
+        _check(math.isfinite(value), key, "a finite number", value)
     _check(cfg.loss.beta > 0, "loss.beta", "> 0", cfg.loss.beta)
+    _check(
+        cfg.eval.n_prompts <= cfg.task.n_eval_prompts,
+        "eval.n_prompts",
+        f"≤ task.n_eval_prompts={cfg.task.n_eval_prompts} (the held-out prompts there are)",
+        cfg.eval.n_prompts,
+    )
     _check(0 <= cfg.loss.label_smoothing < 0.5, "loss.label_smoothing", "in [0, 0.5)", cfg.loss.label_smoothing)
     _check(0 < cfg.reference.alpha <= 1, "reference.alpha", "in (0, 1]", cfg.reference.alpha)
     _check(cfg.optim.lr > 0, "optim.lr", "> 0", cfg.optim.lr)
@@ -267,7 +350,61 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
             cfg.train.max_length,
         )
         _check(cfg.model.n_embd % cfg.model.n_head == 0, "model.n_embd", "divisible by model.n_head", cfg.model.n_embd)
-    _check(cfg.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", "float32, bfloat16 or float16", cfg.model.dtype)
+    _check(cfg.model.dtype in MODEL_DTYPES, "model.dtype", ", ".join(MODEL_DTYPES), cfg.model.dtype)
     if cfg.task.corpus is CorpusKind.directory:
         _check(bool(cfg.task.corpus_dir), "task.corpus_dir", "a directory path when task.corpus=directory", cfg.task.corpus_dir)
+    _validate_task_data(cfg.task)
+    _validate_oracle(cfg.oracle)
     return cfg
+
+
+MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
+LOCAL_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt", ".txt.gz")
+
+
+def dataset_fields(task: TaskConfig) -> tuple[str, ...]:
+    """The fields a task reads from each row of task.dataset: the keys task.dataset.columns may rename."""
+    if task.corpus is CorpusKind.text:
+        return ("text",)
+    if task.format is PreferenceFormat.hh:
+        return ("chosen", "rejected")  # the prompt is cut from the dialogues, not read
+    return ("prompt", "chosen", "rejected")
+
+
+def _validate_task_data(task: TaskConfig) -> None:
+    uses_dataset = task.corpus in (CorpusKind.text, CorpusKind.preferences)
+    kind = task.corpus.value
+    if uses_dataset:
+        _check(bool(task.dataset.path), "task.dataset.path", f"a hub id, file or folder when task.corpus={kind}", task.dataset.path)
+    _check(task.dataset.max_rows is None or task.dataset.max_rows >= 1, "task.dataset.max_rows", "≥ 1 or null", task.dataset.max_rows)
+    fields = dataset_fields(task)
+    columns = {f.name: getattr(task.dataset.columns, f.name) for f in dataclasses.fields(ColumnsConfig)}
+    for key, column in columns.items():
+        if column is None:
+            continue
+        read = f"null: task.corpus={kind}" + (f", task.format={task.format.value}" if kind == "preferences" else "")
+        _check(not uses_dataset or key in fields, f"task.dataset.columns.{key}", f"{read} reads only {', '.join(fields)}", column)
+        _check(bool(column), f"task.dataset.columns.{key}", "a column name or null", column)
+    renamed = [columns[f] or f for f in fields]
+    _check(len(set(renamed)) == len(renamed), "task.dataset.columns", "distinct columns for distinct fields", renamed)
+    local_file = (task.dataset.path or "").endswith(LOCAL_FILE_SUFFIXES)
+    _check(
+        not (local_file and task.dataset.eval_split), "task.dataset.eval_split",
+        "null for a local file (a file is one split; give a folder of split files instead)", task.dataset.eval_split,
+    )
+    _check(task.prompt_template.count("{prompt}") == 1, "task.prompt_template", 'a text holding "{prompt}" once', task.prompt_template)
+    _check(bool(task.assistant_marker.strip()), "task.assistant_marker", "a non-blank marker", task.assistant_marker)
+    _check(
+        not (task.preferences_path and task.corpus is CorpusKind.preferences), "task.preferences_path",
+        "null when task.corpus=preferences (the pairs come from task.dataset)", task.preferences_path,
+    )
+
+
+def _validate_oracle(oracle: OracleConfig) -> None:
+    _check(oracle.batch_size >= 1, "oracle.batch_size", "≥ 1", oracle.batch_size)
+    _check(oracle.max_length >= 2, "oracle.max_length", "≥ 2", oracle.max_length)
+    if oracle.kind is OracleKind.hf_classifier:
+        _check(bool(oracle.model), "oracle.model", "a hub id or local directory when oracle.kind=hf_classifier", oracle.model)
+    if oracle.kind is OracleKind.function:
+        module, _, attr = (oracle.function or "").partition(":")
+        _check(bool(module and attr), "oracle.function", '"package.module:attr" when oracle.kind=function', oracle.function)

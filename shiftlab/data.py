@@ -1,4 +1,5 @@
-"""Preference pairs: load / validate / save JSONL, and tokenize into a `PreferenceBatch`.
+"""Preference pairs: load / validate / save JSONL, and tokenize into a `PreferenceBatch`. `collect_rows` applies
+the same row rules and error policy to rows of any other format (`shiftlab.datasets`).
 
 A JSONL row holds at least ``prompt``, ``chosen`` and ``rejected`` (extra keys are ignored). Responses keep
 their leading space (prompt ``"the movie was"``, chosen ``" great ."``) because prompt and response are
@@ -20,10 +21,10 @@ import re
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -31,6 +32,7 @@ TEXT_FIELDS = ("prompt", "chosen", "rejected")
 REWARD_FIELDS = ("reward_chosen", "reward_rejected")
 MAX_SKIPPED_SHOWN = 5
 _SURROGATE = re.compile("[\ud800-\udfff]")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ class LoadReport:
         return sum(self.skipped.values())
 
 
-class _Invalid(Exception):
+class InvalidRecord(Exception):
+    """One row broke a rule: `reason` is the key it is counted under when skipped, `message` says what was expected."""
+
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
@@ -77,56 +81,95 @@ def _parse_reward(obj: dict, key: str) -> float | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     # compare ints exactly: float() of a huge JSON integer would overflow
     if not ok or not (math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max):
-        raise _Invalid("bad_reward", f'field "{key}" must be a finite number or null, got {_describe(value)}')
+        raise InvalidRecord("bad_reward", f'field "{key}" must be a finite number or null, got {_describe(value)}')
     return float(value)
 
 
-def _parse_record(obj: Any) -> PreferencePair:
-    """JSON value -> PreferencePair, or raise `_Invalid` with a reason key and a message saying what was expected."""
+def parse_preference_record(obj: Any) -> PreferencePair:
+    """JSON value -> PreferencePair, or raise `InvalidRecord` with a reason key and a message saying what was expected."""
     if not isinstance(obj, dict):
         expected = "line must be a JSON object with fields prompt, chosen, rejected"
-        raise _Invalid("not_object", f"{expected}, got {_describe(obj)}")
+        raise InvalidRecord("not_object", f"{expected}, got {_describe(obj)}")
     for key in TEXT_FIELDS:
         if key not in obj:
-            raise _Invalid("missing_field", f'missing required field "{key}" (need prompt, chosen, rejected)')
+            raise InvalidRecord("missing_field", f'missing required field "{key}" (need prompt, chosen, rejected)')
     for key in TEXT_FIELDS:  # a prompt may be blank-ish (" "), a response may not
         value = obj[key]
         if isinstance(value, str) and (value if key == "prompt" else value.strip()):
             continue
         reason = "empty_response" if isinstance(value, str) and key != "prompt" else "bad_text"
-        raise _Invalid(reason, f'field "{key}" must be a non-empty string, got {_describe(value)}')
+        raise InvalidRecord(reason, f'field "{key}" must be a non-empty string, got {_describe(value)}')
     for key in (*TEXT_FIELDS, "behaviour"):
         # JSON "\ud800" escapes decode to lone surrogates, which UTF-8 (save, tokenizers) cannot encode
         if isinstance(obj.get(key), str) and _SURROGATE.search(obj[key]):
-            raise _Invalid("bad_text", f'field "{key}" must be valid Unicode, got a lone surrogate escape')
+            raise InvalidRecord("bad_text", f'field "{key}" must be valid Unicode, got a lone surrogate escape')
     if obj["chosen"] == obj["rejected"]:
-        raise _Invalid("identical_responses", 'fields "chosen" and "rejected" must differ, got the same text')
+        raise InvalidRecord("identical_responses", 'fields "chosen" and "rejected" must differ, got the same text')
     rewards = [_parse_reward(obj, key) for key in REWARD_FIELDS]
     behaviour, step = obj.get("behaviour"), obj.get("generated_at_step")
     if behaviour is not None and not isinstance(behaviour, str):
-        raise _Invalid("bad_metadata", f'field "behaviour" must be a string or null, got {_describe(behaviour)}')
+        raise InvalidRecord("bad_metadata", f'field "behaviour" must be a string or null, got {_describe(behaviour)}')
     if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
         expected = 'field "generated_at_step" must be an integer >= 0 or null'
-        raise _Invalid("bad_metadata", f"{expected}, got {_describe(step)}")
+        raise InvalidRecord("bad_metadata", f"{expected}, got {_describe(step)}")
     return PreferencePair(obj["prompt"], obj["chosen"], obj["rejected"], *rewards, behaviour, step)
 
 
-def _parse_line(raw: bytes, is_first: bool) -> PreferencePair | None:
-    """One physical line -> pair, None for a blank line, or raise `_Invalid`."""
+def decode_json_line(raw: bytes) -> Any:
+    """One non-blank JSONL line -> its JSON value (possibly null), or raise `InvalidRecord`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise _Invalid("invalid_utf8", f"line is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-    text = text.removeprefix("\ufeff") if is_first else text  # tolerate a byte-order mark
-    if not text.strip(" \t\r"):
-        return None
+        raise InvalidRecord("invalid_utf8", f"line is not valid UTF-8 ({err.reason} at byte {err.start})") from None
     try:
-        obj = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise _Invalid("invalid_json", f"invalid JSON ({err.msg} at column {err.colno})") from None
+        raise InvalidRecord("invalid_json", f"invalid JSON ({err.msg} at column {err.colno})") from None
     except (ValueError, RecursionError) as err:  # over-long integers, absurd nesting
-        raise _Invalid("invalid_json", f"invalid JSON ({type(err).__name__}: {str(err)[:80]})") from None
-    return _parse_record(obj)
+        raise InvalidRecord("invalid_json", f"invalid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+
+
+def read_lines(data: bytes, name: str) -> Iterator[tuple[str, bytes]]:
+    """("name:line", raw line) for every non-blank physical line (1-based numbers), a leading byte-order mark dropped."""
+    for lineno, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+        if raw.strip(b" \t\r"):
+            yield f"{name}:{lineno}", raw
+
+
+def collect_rows(
+    rows: Iterable[tuple[str, Any]],
+    parse: Callable[[Any], T | None],
+    source: str,
+    on_invalid: Literal["raise", "skip"] = "raise",
+    what: str = "preference pairs",
+) -> tuple[list[T], LoadReport]:
+    """Parse (where, raw) rows, the one error policy for every format: a row whose `parse` raises `InvalidRecord`
+    fails naming `where`, or under "skip" is counted by reason; a `parse` that returns None drops the row silently."""
+    if on_invalid not in ("raise", "skip"):
+        raise ValueError(f'on_invalid must be "raise" or "skip", got {on_invalid!r}')
+    items, report, skipped = [], LoadReport(n_loaded=0), Counter()  # report filled in as rows are read
+    for where, raw in rows:
+        try:
+            item = parse(raw)
+        except InvalidRecord as err:
+            message = f"{where}: {err.message}"
+            if on_invalid == "raise":
+                raise PreferenceDataError(message) from None
+            skipped[err.reason] += 1
+            if len(report.first_skipped) < MAX_SKIPPED_SHOWN:
+                report.first_skipped.append(message)
+            continue
+        if item is not None:
+            items.append(item)
+    report.n_loaded, report.skipped = len(items), dict(skipped)
+    if not items:
+        why = f"all {report.n_skipped} rows were invalid: {report.skipped}" if skipped else "it has no rows"
+        raise PreferenceDataError(f"{source}: no valid {what} ({why})")
+    return items, report
+
+
+def _parse_line(raw: bytes) -> PreferencePair:
+    return parse_preference_record(decode_json_line(raw))
 
 
 def load_preference_jsonl(
@@ -138,25 +181,7 @@ def load_preference_jsonl(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"preference file not found: {path}")
-    pairs, report, skipped = [], LoadReport(n_loaded=0), Counter()  # report filled in as rows are read
-    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        try:
-            pair = _parse_line(raw, is_first=lineno == 1)
-        except _Invalid as err:
-            where = f"{path}:{lineno}: {err.message}"
-            if on_invalid == "raise":
-                raise PreferenceDataError(where) from None
-            skipped[err.reason] += 1
-            if len(report.first_skipped) < MAX_SKIPPED_SHOWN:
-                report.first_skipped.append(where)
-            continue
-        if pair is not None:
-            pairs.append(pair)
-    report.n_loaded, report.skipped = len(pairs), dict(skipped)
-    if not pairs:
-        why = f"all {report.n_skipped} rows were invalid: {report.skipped}" if skipped else "the file has no rows"
-        raise PreferenceDataError(f"{path}: no valid preference pairs ({why})")
-    return pairs, report
+    return collect_rows(read_lines(path.read_bytes(), str(path)), _parse_line, str(path), on_invalid)
 
 
 def save_preference_jsonl(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> None:
@@ -169,8 +194,8 @@ def save_preference_jsonl(pairs: Iterable[PreferencePair], path: str | os.PathLi
             raise TypeError(f"pairs[{i}] must be a PreferencePair, got {type(pair).__name__}")
         record = asdict(pair)
         try:
-            _parse_record(record)
-        except _Invalid as err:
+            parse_preference_record(record)
+        except InvalidRecord as err:
             raise PreferenceDataError(f"{path}: pairs[{i}]: {err.message}") from None
         lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
     if not lines:
@@ -216,6 +241,9 @@ class PreferenceBatch:
     loss_mask: torch.Tensor  # (2B, T) bool
     n_pairs: int  # B
     n_truncated: int  # pairs where the prompt or either response was cut
+    # (2B,) float32 log π_ref of each row (chosen then rejected), precomputed once when π_ref is fixed
+    # (shiftlab.precompute); None: the trainer runs the reference forward itself.
+    ref_logps: torch.Tensor | None = None
 
     @property
     def chosen_slice(self) -> slice:
@@ -231,6 +259,7 @@ class PreferenceBatch:
             input_ids=self.input_ids.to(device),
             attention_mask=self.attention_mask.to(device),
             loss_mask=self.loss_mask.to(device),
+            ref_logps=None if self.ref_logps is None else self.ref_logps.to(device),
         )
 
 

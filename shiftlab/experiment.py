@@ -1,31 +1,36 @@
 """The factory: a typed config in, a finished run directory out.
 
 The pair source and the π_ref schedule — the only things that differ between the cells of the study — are
-chosen here, once, from `cfg.source.kind` and `cfg.reference.kind`.
+chosen here, once, from `cfg.source.kind` and `cfg.reference.kind`. Here too a run is resumed: every stateful
+piece is rebuilt from the config exactly as at the start, then overwritten from the last checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from shiftlab.config import ShiftlabConfig, SourceKind
+from shiftlab.checkpoint import Checkpointer, GlobalRng, print_warning, read_latest
+from shiftlab.config import ConfigError, ShiftlabConfig, SourceKind
 from shiftlab.data import PreferenceCollator
 from shiftlab.evaluation import EvalPrompts, Evaluator
 from shiftlab.models import count_parameters, save_model
-from shiftlab.reference import build_reference_schedule
-from shiftlab.runlog import RunLog
+from shiftlab.reference import ReferenceSchedule, build_reference_schedule
+from shiftlab.runlog import RunDirError, RunLog, hold_run_dir
 from shiftlab.sources import OfflinePairs, OnPolicyPairs, PairSource
 from shiftlab.stages import World, build_preference_set, build_sft, build_world, encode_prompts
-from shiftlab.trainer import LoopConfig, train
+from shiftlab.trainer import LoopConfig, build_optimizer, train
 
 
 def quiet_libraries() -> None:
@@ -86,10 +91,33 @@ def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cac
         pad_token_id=tokenizer.pad_token_id,
         seed=cfg.seed,
         probe_size=cfg.eval.probe_pairs,
+        template=sft,
     )
 
 
-SOURCES = {SourceKind.offline: build_offline_source, SourceKind.onpolicy: build_onpolicy_source}
+def _too_many(key: str, value: int, n_prompts: int) -> ConfigError:
+    return ConfigError(f"config key `{key}` must be ≤ the task's {n_prompts} training prompts, got {value}")
+
+
+def check_offline_sizes(cfg: ShiftlabConfig, world: World) -> None:
+    if world.user_pairs is None and cfg.preferences.n_prompts > len(world.train_prompts):
+        raise _too_many("preferences.n_prompts", cfg.preferences.n_prompts, len(world.train_prompts))
+
+
+def check_onpolicy_sizes(cfg: ShiftlabConfig, world: World) -> None:
+    if cfg.source.prompts_per_round > len(world.train_prompts):
+        raise _too_many("source.prompts_per_round", cfg.source.prompts_per_round, len(world.train_prompts))
+
+
+class SourceRecipe(NamedTuple):
+    check: Callable[[ShiftlabConfig, World], None]  # sizes against the task, before π_sft costs any time
+    build: Callable[..., PairSource]
+
+
+SOURCES = {
+    SourceKind.offline: SourceRecipe(check_offline_sizes, build_offline_source),
+    SourceKind.onpolicy: SourceRecipe(check_onpolicy_sizes, build_onpolicy_source),
+}
 
 
 def run_meta(cfg: ShiftlabConfig, overrides: list[str]) -> dict[str, Any]:
@@ -103,41 +131,128 @@ def run_meta(cfg: ShiftlabConfig, overrides: list[str]) -> dict[str, Any]:
     }
 
 
+# May differ between a run and its resumption: none of them changes a number the run computes.
+RESUME_FREE_KEYS = ("resume", "progress", "cache_dir")
+
+
+def config_identity(cfg: ShiftlabConfig) -> dict[str, Any]:
+    """The flattened config a checkpoint must match to be resumed (a changed β would silently mix two runs)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True), "")
+    return {k: v for k, v in flat.items() if k.split(".")[0] not in RESUME_FREE_KEYS}
+
+
+def resume_dir(resume: str | None, run_dir: Path) -> Path | None:
+    """The run directory `resume` names: `true` is Hydra's run directory, anything else but `false` a path."""
+    if resume is None or resume.strip().lower() in ("", "false", "none", "null"):
+        return None
+    if resume.strip().lower() == "true":
+        return run_dir  # may hold no run yet: relaunching a whole study with resume=true starts the missing ones
+    target = Path(resume).expanduser()
+    if not (target / "run.json").is_file():
+        raise FileNotFoundError(f"resume={resume}: {target} holds no run to resume (no run.json)")
+    return target
+
+
 def run(cfg: ShiftlabConfig, run_dir: Path | str, overrides: list[str] | None = None) -> Path:
-    """Every stage of one run; everything it writes goes into run_dir (and the shared cache)."""
-    run_dir = Path(run_dir)
+    """Every stage of one run; everything it writes goes into run_dir (and the shared cache).
+
+    With `cfg.resume`, the run in that directory continues from its newest readable checkpoint (or starts over
+    if it wrote none); a finished run is left untouched.
+    """
+    resuming = resume_dir(cfg.resume, Path(run_dir))
+    run_dir = resuming or Path(run_dir)
     quiet_libraries()
-    seed_everything(cfg.seed, cfg.threads)
-    log = RunLog(run_dir, run_meta(cfg, overrides or []))
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    progress = _progress_factory(cfg.progress)
+    with hold_run_dir(run_dir):
+        if resuming is None or not (run_dir / "run.json").is_file():
+            if resuming is not None:
+                print(f"[shiftlab] resume: {run_dir} holds no run yet; starting one", file=sys.stderr)
+            if (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size:
+                raise RunDirError(
+                    f"{run_dir} already holds a run; pass resume=true to continue it, or choose another hydra.run.dir"
+                )
+            return _run(cfg, run_dir, run_meta(cfg, overrides or []), checkpoint=None)
+        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        if meta.get("status") == "finished":
+            print(f"[shiftlab] {run_dir} has finished already; nothing to resume", file=sys.stderr)
+            return run_dir
+        checkpoint = read_latest(run_dir, warn=print_warning)
+        start = checkpoint["step"] if checkpoint else 0
+        how = "" if checkpoint else " (it wrote no checkpoint, so it starts over)"
+        print(f"[shiftlab] resuming {run_dir} at step {start}{how}", file=sys.stderr)
+        meta = {k: v for k, v in meta.items() if k not in ("status", "steps_done", "wall_time_s", "last_checkpoint")}
+        return _run(cfg, run_dir, meta | {"resumed_at": [*meta.get("resumed_at", []), start]}, checkpoint)
+
+
+@dataclass
+class Training:
+    """Everything the loop touches, built from the config alone: a resume rebuilds it, then loads a checkpoint."""
+
+    policy: torch.nn.Module
+    schedule: ReferenceSchedule
+    source: PairSource
+    evaluator: Evaluator
+    tokenizer: Any
+
+
+def build_training(cfg: ShiftlabConfig, log: RunLog, progress) -> Training:
     cache_dir = Path(cfg.cache_dir).expanduser()
-    steps_done = 0
+    world = build_world(cfg.task, cfg.oracle)  # a bad user preference file fails here, before π_sft costs any time
+    recipe = SOURCES[cfg.source.kind]
+    recipe.check(cfg, world)
+    sft, tokenizer, sft_curve, reused = build_sft(cfg, world, cache_dir, progress)
+    log.sft_rows(sft_curve)
+    log.event(0, "sft_cached" if reused else "sft_trained", parameters=count_parameters(sft), final_loss=sft_curve[-1]["sft/loss"] if sft_curve else None)
+    if reused:
+        print(f"[shiftlab] reusing cached π_sft ({count_parameters(sft):,} parameters) from {cache_dir}", file=sys.stderr)
+    sft.requires_grad_(False)
+    seed_everything(cfg.seed, cfg.threads)  # training draws do not depend on whether π_sft came from the cache
+    source = recipe.build(cfg, world, sft, tokenizer, cache_dir, progress, log)
+    policy = _trainable_copy(sft)
+    schedule = build_reference_schedule(cfg.reference, sft)
+    eval_ids = encode_prompts(tokenizer, world.eval_prompts, cfg.train.max_prompt_length)
+    evaluator = Evaluator(
+        cfg.eval, EvalPrompts(eval_ids, world.eval_prompts), sft=sft, source=source, decode=tokenizer.decode,
+        oracle=world.oracle, world=world.grammar, max_new_tokens=cfg.train.max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed + 10_000, log=log,
+    )
+    return Training(policy, schedule, source, evaluator, tokenizer)
+
+
+def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: dict[str, Any] | None) -> Path:
+    seed_everything(cfg.seed, cfg.threads)
+    # Without a checkpoint the files start empty; with one, they are cut back to it once it is loaded.
+    log = RunLog(run_dir, meta, truncate=checkpoint is None)
+    if checkpoint is None:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    progress = _progress_factory(cfg.progress)
+    steps_done, checkpoints = 0, None
     try:
-        world = build_world(cfg.task)
-        sft, tokenizer, sft_curve, reused = build_sft(cfg, world, cache_dir, progress)
-        log.sft_rows(sft_curve)
-        log.event(0, "sft_cached" if reused else "sft_trained", parameters=count_parameters(sft), final_loss=sft_curve[-1]["sft/loss"] if sft_curve else None)
-        if reused:
-            print(f"[shiftlab] reusing cached π_sft ({count_parameters(sft):,} parameters) from {cache_dir}", file=sys.stderr)
-        sft.requires_grad_(False)
-        seed_everything(cfg.seed, cfg.threads)  # training draws do not depend on whether π_sft came from the cache
-        source = SOURCES[cfg.source.kind](cfg, world, sft, tokenizer, cache_dir, progress, log)
-        policy = _trainable_copy(sft)
-        schedule = build_reference_schedule(cfg.reference, sft)
-        eval_ids = encode_prompts(tokenizer, world.eval_prompts, cfg.train.max_prompt_length)
-        evaluator = Evaluator(
-            cfg.eval, EvalPrompts(eval_ids, world.eval_prompts), sft=sft, source=source, decode=tokenizer.decode,
-            oracle=world.oracle, world=world.grammar, max_new_tokens=cfg.train.max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed + 10_000, log=log,
-        )
+        t = build_training(cfg, log, progress)
+        optimizer, scheduler = build_optimizer(t.policy, cfg.optim, cfg.train.steps)
+        parts = {"policy": t.policy, "optimizer": optimizer, "scheduler": scheduler, "reference": t.schedule,
+                 "source": t.source, "log": log, "rng": GlobalRng()}
+        checkpoints = Checkpointer(run_dir, parts, config_identity(cfg), cfg.checkpoint.every, cfg.checkpoint.keep_last)
+        start = checkpoints.restore(checkpoint) if checkpoint is not None else 0
         with progress(total=cfg.train.steps, desc=f"{cfg.mode} preference training") as bar:
+            bar.update(start)
             steps_done = train(
-                policy, schedule, source, evaluator, cfg.loss, cfg.optim,
-                LoopConfig(cfg.train.steps, cfg.train.eval_every), log, bar,
+                t.policy, t.schedule, t.source, t.evaluator, cfg.loss, cfg.optim,
+                LoopConfig(cfg.train.steps, cfg.train.eval_every, start), log, bar,
+                optimizer=optimizer, scheduler=scheduler, checkpoints=checkpoints,
             )
-        save_model(policy, tokenizer, run_dir / "policy")
+        save_model(t.policy, t.tokenizer, run_dir / "policy")
     except BaseException:
+        if checkpoints is not None and checkpoints.last is not None:
+            log.note(last_checkpoint=str(checkpoints.last))
         log.finish("failed", steps_done)
         raise
     log.finish("finished", steps_done)

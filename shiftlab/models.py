@@ -52,13 +52,45 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: int) -> GPT2LMH
     return GPT2LMHeadModel(config)
 
 
+def resolve_dtype(name: str) -> torch.dtype:
+    """model.dtype -> a torch dtype; "auto" is bfloat16 on a GPU that supports it, else float32 (CPU bf16 is slow)."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def prepare_for_training(model, cfg: ModelConfig):
+    """Dropout off (as `build_model`) and the memory options of model.*; a model loaded from the SFT cache gets
+    them again, since neither is saved with the weights."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    if cfg.gradient_checkpointing:
+        # non-reentrant checkpointing works with inputs that need no grad and with frozen parts of the model;
+        # transformers 5 renamed the method, older releases only have gradient_checkpointing_enable
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model
+
+
+def is_checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on, under either transformers name."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
 def load_pretrained(name_or_path: str, cfg: ModelConfig):
-    """Load a causal LM and its tokenizer with `from_pretrained` (a local directory or a hub id)."""
-    dtype = getattr(torch, cfg.dtype)
+    """Load a causal LM and its tokenizer with `from_pretrained` (a local directory or a hub id).
+
+    Remote code runs only with model.trust_remote_code=true; weights load in model.dtype (log-probs are computed
+    in float32 whatever it is, see `shiftlab.losses.token_logps`).
+    """
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=cfg.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+            name_or_path, dtype=resolve_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code
         )
     except OSError as err:
         raise FileNotFoundError(
@@ -69,7 +101,7 @@ def load_pretrained(name_or_path: str, cfg: ModelConfig):
         if tokenizer.eos_token is None:
             raise ValueError(f"model.name_or_path={name_or_path!r}: tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return prepare_for_training(model, cfg), tokenizer
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

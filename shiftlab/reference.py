@@ -4,7 +4,8 @@
 - `HardRefresh`: every `refresh_every` steps π_ref ← π_θ.
 - `SoftRefresh`: every `refresh_every` steps π_ref ← α·π_θ + (1−α)·π_ref, parameter by parameter
   (TR-DPO, Gorbatovski et al. 2024, eq. 4).
-π_sft is kept apart in every schedule, so KL(π_θ‖π_sft) is always measurable.
+π_sft is kept apart in every schedule, so KL(π_θ‖π_sft) is always measurable. A schedule that owns its π_ref
+saves it in `state_dict()`: after a refresh it is a model no other file holds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class ReferenceSchedule(Protocol):
     def after_step(self, policy: torch.nn.Module, steps_done: int) -> dict | None:
         """Called after each optimizer step; returns an event dict when π_ref moved."""
 
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
 
 class FixedReference:
     def __init__(self, sft: torch.nn.Module):
@@ -31,8 +36,26 @@ class FixedReference:
     def after_step(self, policy: torch.nn.Module, steps_done: int) -> dict | None:
         return None
 
+    def state_dict(self) -> dict:
+        return {}  # π_sft is rebuilt (or loaded from the cache) by every run; nothing of its own to save
 
-class HardRefresh:
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class _OwnedReference:
+    """A schedule holding its own copy of π_ref, which a checkpoint must carry."""
+
+    ref: torch.nn.Module
+
+    def state_dict(self) -> dict:
+        return {"ref": self.ref.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ref.load_state_dict(state["ref"])
+
+
+class HardRefresh(_OwnedReference):
     def __init__(self, sft: torch.nn.Module, refresh_every: int):
         self.ref = frozen_copy(sft)  # its own parameters: a refresh must never write into π_sft
         self.refresh_every = refresh_every
@@ -44,7 +67,7 @@ class HardRefresh:
         return {"event": "refresh", "kind": "hard"}
 
 
-class SoftRefresh:
+class SoftRefresh(_OwnedReference):
     def __init__(self, sft: torch.nn.Module, refresh_every: int, alpha: float):
         self.ref = frozen_copy(sft)
         self.refresh_every = refresh_every

@@ -1,20 +1,25 @@
 """The run log: append-only JSON-lines files inside the (Hydra-owned) run directory, flushed on every write.
 
-    run.json        cell, source, reference, seed, status, steps, wall time, overrides
+    run.json        cell, source, reference, seed, status, steps, wall time, overrides; resumed_at, last_checkpoint
     metrics.jsonl   one row per training step and per evaluation (names: shiftlab/metrics.py)
     events.jsonl    refreshes, tied rounds, cache hits, ...
     curves.jsonl    depth curves at each evaluation
     samples.jsonl   a few π_θ samples per evaluation, for reading
     sft.jsonl       π_sft's training curve (copied from the cache when π_sft was reused)
+
+Every row is one `write` followed by a flush, so a killed run loses at most its last, partial line (readers skip
+it). A checkpoint records each file's length; resuming truncates the files back to it, which drops the rows
+written after the checkpoint (and any partial line) before the resumed steps write them again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +33,97 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked (in use, already holds a run, log shorter than its checkpoint)."""
+
+
 class _JsonLines:
-    def __init__(self, path: Path):
-        self._file = open(path, "a", encoding="utf-8")
+    def __init__(self, path: Path, truncate: bool):
+        self.path = path
+        # append mode: every write lands at the end of the file even after `truncate_to` shortened it
+        self._file = open(path, "w" if truncate else "a", encoding="utf-8")
 
     def write(self, row: Mapping[str, Any]) -> None:
         self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
         self._file.flush()
 
+    def sync(self) -> int:
+        """Flush to disk and return the length: a checkpoint must never record rows the disk does not hold."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        return os.fstat(self._file.fileno()).st_size
+
+    def truncate_to(self, size: int) -> None:
+        have = os.fstat(self._file.fileno()).st_size
+        if have < size:
+            raise RunDirError(
+                f"{self.path} holds {have} bytes but held {size} at the checkpoint: the run log was cut or "
+                "replaced, so the run cannot be continued exactly (start a new run)"
+            )
+        os.truncate(self.path, size)
+
     def close(self) -> None:
         self._file.close()
 
 
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the run directory for as long as the run lives: two processes appending to one run
+    log would interleave their rows. The kernel drops the lock when the process dies, even by SIGKILL, so a
+    killed run never leaves a stale lock behind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unlocked
+        yield
+        return
+    with open(run_dir / ".lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RunDirError(f"run directory {run_dir} is in use by another process ({handle.read().strip()})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class RunLog:
-    def __init__(self, run_dir: Path | str, meta: Mapping[str, Any]):
+    FILES = ("metrics", "events", "curves", "samples", "sft")
+
+    def __init__(self, run_dir: Path | str, meta: Mapping[str, Any], truncate: bool = False):
+        """`truncate`: start the files empty (a run restarted in its own directory); else append to them."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._start = time.perf_counter()
         self._meta = dict(meta) | {"status": "running"}
         self._write_meta()
-        self._files = {name: _JsonLines(self.dir / f"{name}.jsonl") for name in ("metrics", "events", "curves", "samples", "sft")}
+        self._files = {name: _JsonLines(self.dir / f"{name}.jsonl", truncate) for name in self.FILES}
         self.counters: dict[str, int] = {"pairs_seen": 0, "oracle_calls": 0, "policy_samples": 0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "counters": dict(self.counters),
+            "elapsed": self.elapsed(),
+            "sizes": {name: f.sync() for name, f in self._files.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Back to the checkpoint: rows written after it are dropped, budgets and the clock continue from it."""
+        for name, size in state["sizes"].items():
+            self._files[name].truncate_to(size)
+        self.counters = dict(state["counters"])
+        self._start = time.perf_counter() - state["elapsed"]
+
+    def note(self, **meta: Any) -> None:
+        """Add to run.json (e.g. where a resume started)."""
+        self._meta |= meta
+        self._write_meta()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start

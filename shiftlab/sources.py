@@ -5,11 +5,14 @@
   labelled by the oracle, paired by the shared rule; the round's pairs serve the steps until the next round.
 
 Both hand the trainer a `StepData` and offer a `probe()`: a fixed slice of the current training data plus the
-policy that generated it (β), on which the evaluator measures where DPO looks.
+policy that generated it (β), on which the evaluator measures where DPO looks. Both save everything a later
+`next_batch` depends on in `state_dict()`, so a run resumed from a checkpoint draws the very same pairs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from shiftlab.checkpoint import CheckpointError
 from shiftlab.config import Pairing
 from shiftlab.data import PreferenceBatch, PreferenceCollator, PreferencePair
 from shiftlab.models import frozen_copy
@@ -45,6 +49,10 @@ class PairSource(Protocol):
 
     def probe(self) -> Probe | None: ...
 
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
 
 class OfflinePairs:
     def __init__(
@@ -66,6 +74,26 @@ class OfflinePairs:
         self._order: list[int] = []
         probe_rows = np.random.default_rng(seed + 1).permutation(len(self.pairs))[:probe_size]
         self._probe = Probe(self.collator([self.pairs[i] for i in probe_rows]), behaviour)
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of the pairs: a checkpoint's epoch order only means something for the same set, in the same order."""
+        if self._fingerprint is None:
+            blob = json.dumps([(p.prompt, p.chosen, p.rejected) for p in self.pairs]).encode()
+            self._fingerprint = hashlib.sha256(blob).hexdigest()[:16]
+        return self._fingerprint
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "order": list(self._order), "pairs": self.fingerprint()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["pairs"] != self.fingerprint():
+            raise CheckpointError(
+                "the offline preference set differs from the one the checkpoint was trained on "
+                "(was the cache or task.preferences_path changed?); the run cannot be continued exactly"
+            )
+        self.rng.bit_generator.state = state["rng"]
+        self._order = list(state["order"])
 
     def next_batch(self, policy: torch.nn.Module, step: int) -> StepData:
         if len(self._order) < self.batch_size:
@@ -97,7 +125,13 @@ class OnPolicyPairs:
         pad_token_id: int,
         seed: int,
         probe_size: int,
+        template: torch.nn.Module | None = None,
     ):
+        """`template`: a model of π_θ's architecture (π_sft), copied to hold a restored behaviour snapshot."""
+        if prompts_per_round > len(prompt_ids):
+            raise ValueError(
+                f"source.prompts_per_round={prompts_per_round} but the task has only {len(prompt_ids)} training prompts"
+            )
         self.prompt_ids, self.prompt_texts = list(prompt_ids), list(prompt_texts)
         self.decode, self.oracle = decode, oracle
         self.k, self.pairing = k, pairing
@@ -106,10 +140,9 @@ class OnPolicyPairs:
         self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
-        self.probe_size = probe_size
+        self.probe_size, self.template = probe_size, template
         self.behaviour: torch.nn.Module | None = None  # snapshot of π_θ at the latest round
         self.round_step = -1
-        self.buffer: list[PreferenceBatch] = []
         self._order: list[int] = []
         self._pairs: list[tuple[list[int], list[int], list[int]]] = []
         self.ties_total = 0
@@ -185,6 +218,32 @@ class OnPolicyPairs:
             self.behaviour = frozen_copy(policy)
         else:
             copy_parameters(policy, self.behaviour)
+
+    def state_dict(self) -> dict:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "generator": self.generator.get_state(),
+            "round_step": self.round_step,
+            "order": list(self._order),
+            "pairs": [list(map(list, pair)) for pair in self._pairs],  # token ids as sampled
+            "ties_total": self.ties_total,
+            "behaviour": None if self.behaviour is None else self.behaviour.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])
+        self.round_step, self.ties_total = state["round_step"], state["ties_total"]
+        self._order = list(state["order"])
+        self._pairs = [tuple(map(list, pair)) for pair in state["pairs"]]
+        if state["behaviour"] is None:
+            self.behaviour = None
+            return
+        if self.behaviour is None:
+            if self.template is None:
+                raise CheckpointError("OnPolicyPairs needs a `template` model to restore its behaviour snapshot")
+            self.behaviour = frozen_copy(self.template)
+        self.behaviour.load_state_dict(state["behaviour"])
 
     def probe(self) -> Probe | None:
         """The current round's pairs; None before the first round (at step 0 π_θ = β, so nothing is shifted)."""

@@ -7,6 +7,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -90,19 +92,36 @@ def preference_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, o
             sums[key] = sums.get(key, 0.0) + float(values.sum())
     stats = {key: value / n for key, value in sums.items()}
     grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), optim_cfg.grad_clip))
-    if not (math.isfinite(stats["loss"]) and math.isfinite(grad_norm)):
-        bad = "loss" if not math.isfinite(stats["loss"]) else "grad_norm"
-        raise NonFiniteError(f"{bad} is {stats[bad] if bad == 'loss' else grad_norm}")
+    # checked before the optimizer moves: the weights stay those of the last finite step
+    if not math.isfinite(stats["loss"]):
+        raise NonFiniteError(f"loss is {stats['loss']}")
+    if not math.isfinite(grad_norm):
+        raise NonFiniteError(f"grad_norm is {grad_norm} (loss {stats['loss']:.4g})")
     stats |= {"grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
     optimizer.step()
     scheduler.step()
     return stats
 
 
+def check_finite_parameters(model: torch.nn.Module) -> None:
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise NonFiniteError(f"parameter {name} holds non-finite values")
+
+
 @dataclass
 class LoopConfig:
     steps: int
     eval_every: int
+    start: int = 0  # the first step to run: a resumed run starts at its checkpoint's step
+
+
+class Checkpoints(Protocol):
+    last: Path | None  # the newest checkpoint written or resumed from
+
+    def due(self, step: int, last_step: int) -> bool: ...
+
+    def save(self, step: int) -> Path: ...
 
 
 Evaluator = Callable[[torch.nn.Module, torch.nn.Module, int], dict[str, float]]
@@ -118,30 +137,49 @@ def train(
     loop: LoopConfig,
     log: RunLog,
     progress=None,
+    *,
+    optimizer=None,
+    scheduler=None,
+    checkpoints: Checkpoints | None = None,
 ) -> int:
-    """Train for `loop.steps` optimizer steps, evaluating at step 0, every `eval_every` steps and at the end."""
-    optimizer, scheduler = build_optimizer(policy, optim_cfg, loop.steps)
-    for step in range(loop.steps + 1):
-        if step % loop.eval_every == 0 or step == loop.steps:
-            log.metrics(step, evaluate(policy, schedule.ref, step))
-        if step == loop.steps:
-            break
-        data = source.next_batch(policy, step)
-        log.count(**data.counts)
-        for event in data.events:
-            log.event(step, **event)
-        if data.batch is not None:
-            start = time.perf_counter()
-            try:
-                stats = preference_step(policy, schedule.ref, data.batch, loss_cfg, optim_cfg, optimizer, scheduler)
-            except NonFiniteError as err:
-                log.event(step, "non_finite", message=str(err))
-                raise NonFiniteError(f"step {step}: {err}; training stopped") from err
-            log.count(pairs_seen=data.batch.n_pairs)
-            log.metrics(step, {**stats, **data.stats, "time/train": time.perf_counter() - start})
-        moved = schedule.after_step(policy, step + 1)
-        if moved:
-            log.event(step + 1, **moved)
+    """Train for `loop.steps` optimizer steps, evaluating at step 0, every `eval_every` steps and at the end.
+
+    A checkpoint at step s holds the state after s optimizer steps and every row they wrote, before step s's
+    evaluation: exactly where a loop with `loop.start = s` begins, so a resumed run repeats nothing and skips
+    nothing. (`optimizer`/`scheduler` are passed in when a checkpoint must restore them first.)
+    """
+    if optimizer is None:
+        optimizer, scheduler = build_optimizer(policy, optim_cfg, loop.steps)
+    for step in range(loop.start, loop.steps + 1):
+        try:
+            if checkpoints is not None and step > loop.start and checkpoints.due(step, loop.steps):
+                check_finite_parameters(policy)  # a checkpoint is where a failed run goes back to: never a broken one
+                checkpoints.save(step)
+            if step % loop.eval_every == 0 or step == loop.steps:
+                log.metrics(step, evaluate(policy, schedule.ref, step))
+            if step == loop.steps:
+                break
+            _train_step(policy, schedule, source, loss_cfg, optim_cfg, optimizer, scheduler, log, step)
+        except NonFiniteError as err:
+            log.event(step, "non_finite", message=str(err))
+            kept = checkpoints.last if checkpoints is not None else None
+            where = f"last good checkpoint kept: {kept}" if kept else "no checkpoint had been written yet"
+            raise NonFiniteError(f"step {step}: {err}; training stopped ({where})") from err
         if progress is not None:
             progress.update(1)
     return loop.steps
+
+
+def _train_step(policy, schedule: ReferenceSchedule, source: PairSource, loss_cfg, optim_cfg, optimizer, scheduler, log: RunLog, step: int) -> None:
+    data = source.next_batch(policy, step)
+    log.count(**data.counts)
+    for event in data.events:
+        log.event(step, **event)
+    if data.batch is not None:
+        start = time.perf_counter()
+        stats = preference_step(policy, schedule.ref, data.batch, loss_cfg, optim_cfg, optimizer, scheduler)
+        log.count(pairs_seen=data.batch.n_pairs)
+        log.metrics(step, {**stats, **data.stats, "time/train": time.perf_counter() - start})
+    moved = schedule.after_step(policy, step + 1)
+    if moved:
+        log.event(step + 1, **moved)
