@@ -7,8 +7,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.cli import user_errors
-from shiftlab.config import ShiftlabConfig, register_configs, validate
+from shiftlab.config import ShiftlabConfig, register_configs
 from shiftlab.experiment import run
+from shiftlab.validation import validate
 
 register_configs()
 

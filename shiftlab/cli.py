@@ -7,9 +7,9 @@ import contextlib
 import os
 import sys
 
-from shiftlab.config import ConfigError
 from shiftlab.data import PreferenceDataError
 from shiftlab.trainer import NonFiniteError
+from shiftlab.validation import ConfigError
 
 USER_ERRORS = (ConfigError, PreferenceDataError, FileNotFoundError, NonFiniteError, ValueError)
 

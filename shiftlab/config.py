@@ -7,8 +7,6 @@ range checks a type cannot express (β > 0, 0 < α ≤ 1, ...) and names the key
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -31,6 +29,7 @@ class PreferenceFormat(Enum):
 class SourceKind(Enum):
     offline = "offline"  # a fixed preference set sampled once from π_sft
     onpolicy = "onpolicy"  # pairs sampled from the current π_θ and labelled by the oracle
+    rollouts = "rollouts"  # k scored samples per prompt from the current π_θ, for policy-gradient RL (loss=rloo)
 
 
 class ReferenceKind(Enum):
@@ -48,6 +47,7 @@ class LossName(Enum):
     dpo = "dpo"
     ipo = "ipo"
     hinge = "hinge"
+    rloo = "rloo"  # on-policy RL: REINFORCE leave-one-out with a KL penalty to π_sft (β is β_rl); needs source=rollouts
 
 
 class OptimizerName(Enum):
@@ -182,6 +182,7 @@ class LossConfig:
     name: LossName = LossName.dpo
     beta: float = 0.1
     label_smoothing: float = 0.0  # conservative DPO ε (dpo only)
+    clip: float | None = None  # rloo only: PPO ratio clip ε for reusing a round over source.sample_every inner epochs
 
 
 @dataclass
@@ -245,119 +246,6 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="shiftlab_schema", node=ShiftlabConfig)
 
 
-class ConfigError(ValueError):
-    """A config value outside its valid range; the message names the key."""
-
-
-def _check(ok: bool, key: str, expected: str, value: object) -> None:
-    if not ok:
-        raise ConfigError(f"config key `{key}` must be {expected}, got {value!r}")
-
-
-def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
-    """Range checks a type cannot express. Returns cfg so it can wrap a conversion."""
-    positive = {
-        "task.n_eval_prompts": cfg.task.n_eval_prompts,
-        "model.vocab_size": cfg.model.vocab_size,
-        "model.n_layer": cfg.model.n_layer,
-        "model.n_head": cfg.model.n_head,
-        "model.n_embd": cfg.model.n_embd,
-        "model.n_positions": cfg.model.n_positions,
-        "sft.batch_size": cfg.sft.batch_size,
-        "preferences.n_prompts": cfg.preferences.n_prompts,
-        "source.batch_size": cfg.source.batch_size,
-        "source.sample_every": cfg.source.sample_every,
-        "source.prompts_per_round": cfg.source.prompts_per_round,
-        "reference.refresh_every": cfg.reference.refresh_every,
-        "optim.grad_accum": cfg.optim.grad_accum,
-        "train.eval_every": cfg.train.eval_every,
-        "train.max_length": cfg.train.max_length,
-        "train.max_prompt_length": cfg.train.max_prompt_length,
-        "train.max_new_tokens": cfg.train.max_new_tokens,
-        "eval.n_prompts": cfg.eval.n_prompts,
-        "eval.probe_pairs": cfg.eval.probe_pairs,
-        "checkpoint.keep_last": cfg.checkpoint.keep_last,
-    }
-    for key, value in positive.items():
-        _check(value >= 1, key, "≥ 1", value)
-    non_negative = {
-        "seed": cfg.seed,
-        "task.seed": cfg.task.seed,
-        "threads": cfg.threads,
-        "sft.steps": cfg.sft.steps,
-        "sft.warmup_steps": cfg.sft.warmup_steps,
-        "train.steps": cfg.train.steps,
-        "optim.warmup_steps": cfg.optim.warmup_steps,
-        "source.max_resample": cfg.source.max_resample,
-        "eval.n_samples_logged": cfg.eval.n_samples_logged,
-        "eval.mmd_permutations": cfg.eval.mmd_permutations,
-        "checkpoint.every": cfg.checkpoint.every,
-        "optim.weight_decay": cfg.optim.weight_decay,
-        "sft.weight_decay": cfg.sft.weight_decay,
-    }
-    for key, value in non_negative.items():
-        _check(value >= 0, key, "≥ 0", value)
-    floats = {
-        "loss.beta": cfg.loss.beta,
-        "loss.label_smoothing": cfg.loss.label_smoothing,
-        "reference.alpha": cfg.reference.alpha,
-        "optim.lr": cfg.optim.lr,
-        "optim.weight_decay": cfg.optim.weight_decay,
-        "optim.grad_clip": cfg.optim.grad_clip,
-        "sft.lr": cfg.sft.lr,
-        "sft.weight_decay": cfg.sft.weight_decay,
-    }
-    for key, value in floats.items():  # inf passes every `> 0` check, and one inf turns a run into NaNs
-        _check(math.isfinite(value), key, "a finite number", value)
-    _check(cfg.loss.beta > 0, "loss.beta", "> 0", cfg.loss.beta)
-    _check(
-        cfg.eval.n_prompts <= cfg.task.n_eval_prompts,
-        "eval.n_prompts",
-        f"≤ task.n_eval_prompts={cfg.task.n_eval_prompts} (the held-out prompts there are)",
-        cfg.eval.n_prompts,
-    )
-    _check(0 <= cfg.loss.label_smoothing < 0.5, "loss.label_smoothing", "in [0, 0.5)", cfg.loss.label_smoothing)
-    _check(0 < cfg.reference.alpha <= 1, "reference.alpha", "in (0, 1]", cfg.reference.alpha)
-    _check(cfg.optim.lr > 0, "optim.lr", "> 0", cfg.optim.lr)
-    _check(cfg.sft.lr > 0, "sft.lr", "> 0", cfg.sft.lr)
-    _check(cfg.optim.grad_clip > 0, "optim.grad_clip", "> 0", cfg.optim.grad_clip)
-    _check(cfg.preferences.k >= 2, "preferences.k", "≥ 2 (a pair needs two completions)", cfg.preferences.k)
-    _check(cfg.source.k >= 2, "source.k", "≥ 2 (a pair needs two completions)", cfg.source.k)
-    _check(
-        1 <= cfg.task.prompt_min_words <= cfg.task.prompt_max_words,
-        "task.prompt_min_words",
-        f"between 1 and task.prompt_max_words={cfg.task.prompt_max_words}",
-        cfg.task.prompt_min_words,
-    )
-    _check(
-        cfg.train.max_prompt_length < cfg.train.max_length,
-        "train.max_prompt_length",
-        f"< train.max_length={cfg.train.max_length} (a response needs room)",
-        cfg.train.max_prompt_length,
-    )
-    _check(
-        cfg.train.max_prompt_length + cfg.train.max_new_tokens <= cfg.train.max_length,
-        "train.max_new_tokens",
-        f"≤ train.max_length − train.max_prompt_length = {cfg.train.max_length - cfg.train.max_prompt_length}"
-        " (sampled sequences must fit the context)",
-        cfg.train.max_new_tokens,
-    )
-    if cfg.model.name_or_path is None:
-        _check(
-            cfg.train.max_length <= cfg.model.n_positions,
-            "train.max_length",
-            f"≤ model.n_positions={cfg.model.n_positions}",
-            cfg.train.max_length,
-        )
-        _check(cfg.model.n_embd % cfg.model.n_head == 0, "model.n_embd", "divisible by model.n_head", cfg.model.n_embd)
-    _check(cfg.model.dtype in MODEL_DTYPES, "model.dtype", ", ".join(MODEL_DTYPES), cfg.model.dtype)
-    if cfg.task.corpus is CorpusKind.directory:
-        _check(bool(cfg.task.corpus_dir), "task.corpus_dir", "a directory path when task.corpus=directory", cfg.task.corpus_dir)
-    _validate_task_data(cfg.task)
-    _validate_oracle(cfg.oracle)
-    return cfg
-
-
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 LOCAL_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt", ".txt.gz")
 
@@ -369,42 +257,3 @@ def dataset_fields(task: TaskConfig) -> tuple[str, ...]:
     if task.format is PreferenceFormat.hh:
         return ("chosen", "rejected")  # the prompt is cut from the dialogues, not read
     return ("prompt", "chosen", "rejected")
-
-
-def _validate_task_data(task: TaskConfig) -> None:
-    uses_dataset = task.corpus in (CorpusKind.text, CorpusKind.preferences)
-    kind = task.corpus.value
-    if uses_dataset:
-        _check(bool(task.dataset.path), "task.dataset.path", f"a hub id, file or folder when task.corpus={kind}", task.dataset.path)
-    _check(task.dataset.max_rows is None or task.dataset.max_rows >= 1, "task.dataset.max_rows", "≥ 1 or null", task.dataset.max_rows)
-    fields = dataset_fields(task)
-    columns = {f.name: getattr(task.dataset.columns, f.name) for f in dataclasses.fields(ColumnsConfig)}
-    for key, column in columns.items():
-        if column is None:
-            continue
-        read = f"null: task.corpus={kind}" + (f", task.format={task.format.value}" if kind == "preferences" else "")
-        _check(not uses_dataset or key in fields, f"task.dataset.columns.{key}", f"{read} reads only {', '.join(fields)}", column)
-        _check(bool(column), f"task.dataset.columns.{key}", "a column name or null", column)
-    renamed = [columns[f] or f for f in fields]
-    _check(len(set(renamed)) == len(renamed), "task.dataset.columns", "distinct columns for distinct fields", renamed)
-    local_file = (task.dataset.path or "").endswith(LOCAL_FILE_SUFFIXES)
-    _check(
-        not (local_file and task.dataset.eval_split), "task.dataset.eval_split",
-        "null for a local file (a file is one split; give a folder of split files instead)", task.dataset.eval_split,
-    )
-    _check(task.prompt_template.count("{prompt}") == 1, "task.prompt_template", 'a text holding "{prompt}" once', task.prompt_template)
-    _check(bool(task.assistant_marker.strip()), "task.assistant_marker", "a non-blank marker", task.assistant_marker)
-    _check(
-        not (task.preferences_path and task.corpus is CorpusKind.preferences), "task.preferences_path",
-        "null when task.corpus=preferences (the pairs come from task.dataset)", task.preferences_path,
-    )
-
-
-def _validate_oracle(oracle: OracleConfig) -> None:
-    _check(oracle.batch_size >= 1, "oracle.batch_size", "≥ 1", oracle.batch_size)
-    _check(oracle.max_length >= 2, "oracle.max_length", "≥ 2", oracle.max_length)
-    if oracle.kind is OracleKind.hf_classifier:
-        _check(bool(oracle.model), "oracle.model", "a hub id or local directory when oracle.kind=hf_classifier", oracle.model)
-    if oracle.kind is OracleKind.function:
-        module, _, attr = (oracle.function or "").partition(":")
-        _check(bool(module and attr), "oracle.function", '"package.module:attr" when oracle.kind=function', oracle.function)

@@ -22,15 +22,18 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from shiftlab.checkpoint import Checkpointer, GlobalRng, print_warning, read_latest
-from shiftlab.config import ConfigError, ShiftlabConfig, SourceKind
+from shiftlab.config import ShiftlabConfig, SourceKind
 from shiftlab.data import PreferenceCollator
 from shiftlab.evaluation import EvalPrompts, Evaluator
 from shiftlab.models import count_parameters, save_model
+from shiftlab.objectives import build_objective
 from shiftlab.reference import ReferenceSchedule, build_reference_schedule
+from shiftlab.rollouts import OnPolicyRollouts
 from shiftlab.runlog import RunDirError, RunLog, hold_run_dir
 from shiftlab.sources import OfflinePairs, OnPolicyPairs, PairSource
 from shiftlab.stages import World, build_preference_set, build_sft, build_world, encode_prompts
 from shiftlab.trainer import LoopConfig, build_optimizer, train
+from shiftlab.validation import ConfigError
 
 
 def quiet_libraries() -> None:
@@ -73,9 +76,9 @@ def build_offline_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cach
     return OfflinePairs(prefs.pairs, collator, cfg.source.batch_size, cfg.seed, behaviour, cfg.eval.probe_pairs)
 
 
-def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog) -> PairSource:
+def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog, kind=OnPolicyPairs, **extra) -> PairSource:
     s = cfg.source
-    return OnPolicyPairs(
+    return kind(
         encode_prompts(tokenizer, world.train_prompts, cfg.train.max_prompt_length),
         world.train_prompts,
         decode=tokenizer.decode,
@@ -92,6 +95,13 @@ def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cac
         seed=cfg.seed,
         probe_size=cfg.eval.probe_pairs,
         template=sft,
+        **extra,
+    )
+
+
+def build_rollout_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog) -> PairSource:
+    return build_onpolicy_source(
+        cfg, world, sft, tokenizer, cache_dir, progress, log, kind=OnPolicyRollouts, sft_model=sft, beta_rl=cfg.loss.beta
     )
 
 
@@ -117,6 +127,7 @@ class SourceRecipe(NamedTuple):
 SOURCES = {
     SourceKind.offline: SourceRecipe(check_offline_sizes, build_offline_source),
     SourceKind.onpolicy: SourceRecipe(check_onpolicy_sizes, build_onpolicy_source),
+    SourceKind.rollouts: SourceRecipe(check_onpolicy_sizes, build_rollout_source),
 }
 
 
@@ -242,10 +253,10 @@ def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: d
                  "source": t.source, "log": log, "rng": GlobalRng()}
         checkpoints = Checkpointer(run_dir, parts, config_identity(cfg), cfg.checkpoint.every, cfg.checkpoint.keep_last)
         start = checkpoints.restore(checkpoint) if checkpoint is not None else 0
-        with progress(total=cfg.train.steps, desc=f"{cfg.mode} preference training") as bar:
+        with progress(total=cfg.train.steps, desc=f"{cfg.mode} training") as bar:
             bar.update(start)
             steps_done = train(
-                t.policy, t.schedule, t.source, t.evaluator, cfg.loss, cfg.optim,
+                t.policy, t.schedule, t.source, t.evaluator, build_objective(cfg.loss), cfg.optim,
                 LoopConfig(cfg.train.steps, cfg.train.eval_every, start), log, bar,
                 optimizer=optimizer, scheduler=scheduler, checkpoints=checkpoints,
             )

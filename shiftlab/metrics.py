@@ -27,7 +27,7 @@ class Metric:
 
 _AXES = [
     Metric("step", "optimizer steps taken so far", "counter", "neutral"),
-    Metric("pairs_seen", "preference pairs consumed by gradient steps (with repeats)", "counter", "neutral"),
+    Metric("pairs_seen", "training units consumed by gradient steps, with repeats: pairs (rollouts for mode=rl)", "counter", "neutral"),
     Metric("oracle_calls", "texts scored by the oracle reward (labelling budget)", "counter", "neutral"),
     Metric("policy_samples", "completions sampled for training pairs (from π_sft for the offline set, π_θ on-policy)", "counter", "neutral"),
     Metric("time", "wall-clock seconds since the run started", "counter", "neutral"),
@@ -49,6 +49,14 @@ _TRAIN = [
     Metric("time/sample", "seconds spent sampling from π_θ this step", "per step", "lower"),
     Metric("time/label", "seconds spent in the oracle this step", "per step", "lower"),
     Metric("time/train", "seconds spent in the forward/backward/optimizer step", "per step", "lower"),
+]
+
+_RL = [
+    Metric("rl/reward", "oracle reward r(x, y) of the round's rollouts (mode=rl)", "batch mean", "higher"),
+    Metric("rl/kl_penalty", "log π_behaviour(y|x) − log π_sft(y|x) of the rollouts: the k1 term β_rl weights", "batch mean", "neutral"),
+    Metric("rl/advantage_abs", "|RLOO advantage| of the KL-penalised reward", "batch mean", "neutral"),
+    Metric("rl/clipped", "fraction of rollouts whose PPO ratio left [1−ε, 1+ε] (0 without loss.clip)", "batch mean", "neutral"),
+    Metric("logps/sampled", "log π_θ(y|x) of the rollouts at the update", "batch mean", "neutral"),
 ]
 
 _SFT = [
@@ -80,7 +88,7 @@ _EVAL = [
     Metric("time/eval", "seconds spent in this evaluation", "per eval", "lower"),
 ]
 
-METRICS: dict[str, Metric] = {m.name: m for m in _AXES + _TRAIN + _SFT + _EVAL}
+METRICS: dict[str, Metric] = {m.name: m for m in _AXES + _TRAIN + _RL + _SFT + _EVAL}
 X_AXES = tuple(m.name for m in _AXES)
 
 

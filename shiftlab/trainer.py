@@ -1,5 +1,5 @@
-"""The one training loop. It knows nothing of modes: pairs come from a `PairSource`, π_ref moves in a
-`ReferenceSchedule`, and both were chosen once, in `shiftlab.experiment.build_run`."""
+"""The one training loop. It knows nothing of modes: batches come from a `PairSource`, π_ref moves in a
+`ReferenceSchedule`, the loss is an `Objective`, and all three were chosen once, in `shiftlab.experiment`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from shiftlab.config import LossConfig, OptimConfig, OptimizerName
 from shiftlab.data import PreferenceBatch
-from shiftlab.losses import compute_preference_loss, sequence_logps
+from shiftlab.objectives import Objective, PreferenceObjective, policy_and_reference_logps  # noqa: F401 (re-export)
 from shiftlab.reference import ReferenceSchedule
 from shiftlab.runlog import RunLog
 from shiftlab.sources import PairSource
@@ -37,58 +37,19 @@ def build_optimizer(policy: torch.nn.Module, cfg: OptimConfig, total_steps: int)
 
 
 def loss_options(cfg: LossConfig) -> dict[str, float]:
-    return {"label_smoothing": cfg.label_smoothing} if cfg.label_smoothing else {}
+    return PreferenceObjective(cfg).options
 
 
-def policy_and_reference_logps(policy, ref, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequence log-probs (2B,) of chosen+rejected rows in one concatenated forward pass each."""
-    logits = policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    policy_logps = sequence_logps(logits, batch.input_ids, batch.loss_mask)
-    with torch.no_grad():
-        ref_logits = ref(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        ref_logps = sequence_logps(ref_logits, batch.input_ids, batch.loss_mask)
-    return policy_logps, ref_logps
-
-
-def _split(batch: PreferenceBatch, parts: int) -> list[PreferenceBatch]:
-    """Micro-batches for gradient accumulation, each keeping its chosen/rejected halves aligned."""
-    b = batch.n_pairs
-    bounds = [round(i * b / parts) for i in range(parts + 1)]
-    out = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        if hi <= lo:
-            continue
-        rows = torch.cat([torch.arange(lo, hi), torch.arange(b + lo, b + hi)])
-        out.append(
-            PreferenceBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.loss_mask[rows], hi - lo, 0)
-        )
-    return out
-
-
-def preference_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, optim_cfg: OptimConfig, optimizer, scheduler) -> dict[str, float]:
-    """One optimizer step on a batch of pairs (with gradient accumulation); returns TRL-named statistics."""
+def optimizer_step(policy, ref, batch, objective: Objective, optim_cfg: OptimConfig, optimizer, scheduler) -> dict[str, float]:
+    """One optimizer step on a batch (with gradient accumulation): the mean of the objective's per-unit losses."""
     policy.train()
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
-    n = batch.n_pairs
-    for micro in _split(batch, optim_cfg.grad_accum):
-        policy_logps, ref_logps = policy_and_reference_logps(policy, ref, micro)
-        m = micro.n_pairs
-        out = compute_preference_loss(
-            loss_cfg.name.value, policy_logps[:m], policy_logps[m:], ref_logps[:m], ref_logps[m:], loss_cfg.beta,
-            **loss_options(loss_cfg),
-        )
-        (out.losses.sum() / n).backward()
-        margins = out.chosen_rewards - out.rejected_rewards
-        for key, values in {
-            "loss": out.losses.detach(),
-            "rewards/chosen": out.chosen_rewards,
-            "rewards/rejected": out.rejected_rewards,
-            "rewards/margins": margins,
-            "rewards/accuracies": (margins > 0).float(),
-            "logps/chosen": policy_logps[:m].detach(),
-            "logps/rejected": policy_logps[m:].detach(),
-        }.items():
+    n = objective.n_units(batch)
+    for micro in objective.micro_batches(batch, optim_cfg.grad_accum):
+        losses, stats = objective.losses(policy, ref, micro)
+        (losses.sum() / n).backward()
+        for key, values in stats.items():
             sums[key] = sums.get(key, 0.0) + float(values.sum())
     stats = {key: value / n for key, value in sums.items()}
     grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), optim_cfg.grad_clip))
@@ -101,6 +62,11 @@ def preference_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, o
     optimizer.step()
     scheduler.step()
     return stats
+
+
+def preference_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, optim_cfg: OptimConfig, optimizer, scheduler) -> dict[str, float]:
+    """One DPO-family step on a batch of pairs; returns TRL-named statistics."""
+    return optimizer_step(policy, ref, batch, PreferenceObjective(loss_cfg), optim_cfg, optimizer, scheduler)
 
 
 def check_finite_parameters(model: torch.nn.Module) -> None:
@@ -132,7 +98,7 @@ def train(
     schedule: ReferenceSchedule,
     source: PairSource,
     evaluate: Evaluator,
-    loss_cfg: LossConfig,
+    objective: Objective,
     optim_cfg: OptimConfig,
     loop: LoopConfig,
     log: RunLog,
@@ -159,7 +125,7 @@ def train(
                 log.metrics(step, evaluate(policy, schedule.ref, step))
             if step == loop.steps:
                 break
-            _train_step(policy, schedule, source, loss_cfg, optim_cfg, optimizer, scheduler, log, step)
+            _train_step(policy, schedule, source, objective, optim_cfg, optimizer, scheduler, log, step)
         except NonFiniteError as err:
             log.event(step, "non_finite", message=str(err))
             kept = checkpoints.last if checkpoints is not None else None
@@ -170,15 +136,15 @@ def train(
     return loop.steps
 
 
-def _train_step(policy, schedule: ReferenceSchedule, source: PairSource, loss_cfg, optim_cfg, optimizer, scheduler, log: RunLog, step: int) -> None:
+def _train_step(policy, schedule: ReferenceSchedule, source: PairSource, objective: Objective, optim_cfg, optimizer, scheduler, log: RunLog, step: int) -> None:
     data = source.next_batch(policy, step)
     log.count(**data.counts)
     for event in data.events:
         log.event(step, **event)
     if data.batch is not None:
         start = time.perf_counter()
-        stats = preference_step(policy, schedule.ref, data.batch, loss_cfg, optim_cfg, optimizer, scheduler)
-        log.count(pairs_seen=data.batch.n_pairs)
+        stats = optimizer_step(policy, schedule.ref, data.batch, objective, optim_cfg, optimizer, scheduler)
+        log.count(pairs_seen=objective.n_units(data.batch))
         log.metrics(step, {**stats, **data.stats, "time/train": time.perf_counter() - start})
     moved = schedule.after_step(policy, step + 1)
     if moved:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import TINY_OVERRIDES, compose_config
 
 from shiftlab.data import PreferenceDataError
 from shiftlab.experiment import run
-from tiny import TINY_OVERRIDES, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,13 +11,14 @@ from test_sampling_sources import EOS, _onpolicy, tiny_model
 from tiny import compose_config
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from shiftlab.config import ConfigError, EvalConfig, LossConfig, OptimConfig
+from shiftlab.config import EvalConfig, LossConfig, OptimConfig
 from shiftlab.data import PreferenceBatch, PreferenceCollator, PreferenceDataError, PreferencePair
 from shiftlab.evaluation import EvalPrompts, Evaluator
 from shiftlab.experiment import run
 from shiftlab.runlog import RunLog
 from shiftlab.sources import OfflinePairs
 from shiftlab.trainer import NonFiniteError, build_optimizer, preference_step
+from shiftlab.validation import ConfigError
 from shiftlab.world import ReviewGrammar
 
 

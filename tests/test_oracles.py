@@ -10,8 +10,9 @@ from local_hub import save_tiny_classifier
 from tiny import compose_config
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from shiftlab.config import ConfigError, OracleConfig, OracleKind, TruncationSide
+from shiftlab.config import OracleConfig, OracleKind, TruncationSide
 from shiftlab.oracles import ClassifierOracle, FunctionOracle, VaderOracle, build_oracle
+from shiftlab.validation import ConfigError
 from shiftlab.world import VaderOracle as WorldVader
 
 TEXTS = ["the movie was great .", "the movie was awful .", "great", "the movie was great . " * 40, "a"]

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from shiftlab.experiment import run
 from shiftlab.metrics import METRICS
 
-TRAIN_COLUMNS = [m for m in METRICS if not m.startswith(("eval/", "sft/", "time/eval")) and m not in ("data/ties", "data/staleness", "time/sample", "time/label")]
+ONLINE_ONLY = ("data/ties", "data/staleness", "time/sample", "time/label")
+TRAIN_COLUMNS = [m for m in METRICS if not m.startswith(("eval/", "sft/", "time/eval", "rl/", "logps/sampled")) and m not in ONLINE_ONLY]
 EVAL_COLUMNS = [m for m in METRICS if m.startswith("eval/")]
 
 

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from tiny import TINY_OVERRIDES, compose_config
 
 import shiftlab.checkpoint as ckpt
+import shiftlab.objectives as objectives
 import shiftlab.trainer as trainer
 from shiftlab.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, read_latest
 from shiftlab.cli import user_errors
@@ -259,7 +260,7 @@ def test_run_directory_misuse_fails_at_once(tmp_path, cache, uninterrupted):
 
 
 def test_injected_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cache, monkeypatch):
-    real, calls = trainer.compute_preference_loss, []
+    real, calls = objectives.compute_preference_loss, []
 
     def nan_at_step_3(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -268,7 +269,7 @@ def test_injected_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
             out = out._replace(losses=out.losses * float("nan"))
         return out
 
-    monkeypatch.setattr(trainer, "compute_preference_loss", nan_at_step_3)
+    monkeypatch.setattr(objectives, "compute_preference_loss", nan_at_step_3)
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteError, match=r"^step 3: loss is nan; training stopped \(last good checkpoint kept: .*step_000002\)"):
         run(_config(cache, "offline_soft", NO_EVAL), run_dir)

@@ -7,7 +7,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from shiftlab.config import ShiftlabConfig, register_configs, validate
+from shiftlab.config import ShiftlabConfig, register_configs
+from shiftlab.validation import validate
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
