@@ -13,7 +13,6 @@ from tiny import compose_config
 
 from shiftlab.config import (
     ColumnsConfig,
-    ConfigError,
     CorpusKind,
     DatasetConfig,
     OnInvalid,
@@ -29,6 +28,7 @@ from shiftlab.datasets import (
     split_hh,
 )
 from shiftlab.stages import build_world
+from shiftlab.validation import ConfigError
 
 SENTENCE_POLARITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentence-polarity"
 

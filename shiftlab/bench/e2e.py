@@ -1,0 +1,119 @@
+"""End-to-end runs of `scripts/train.py` in a subprocess: wall time, peak resident memory, and the eval schedule's
+share of training time read back from the run's own `metrics.jsonl`.
+
+Each run gets a fresh cache directory, so its wall time includes everything a first run does (tokenizer, π_sft,
+the offline preference set): the time a new user waits. Peak memory is the child's own maximum resident set
+(`wait4`'s rusage), not this process's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shiftlab.bench.report import Figure, Section, Target
+from shiftlab.bench.timing import summarize
+
+TARGETS = {
+    "wall": {"offline": Target("<=", 5.0), "online": Target("<=", 10.0)},  # minutes
+    "rss": Target("<=", 2.0),  # GB
+    "eval_share": Target("<=", 0.15),
+}
+WORK_COLUMNS = ("time/train", "time/sample", "time/label")
+
+
+@dataclass
+class ChildRun:
+    seconds: float
+    peak_rss_bytes: int
+    returncode: int
+
+
+def run_child(argv: list[str], cwd: Path, log_path: Path, timeout: float | None = None) -> ChildRun:
+    """Run a command to completion; its wall time and its own peak RSS (Linux reports ru_maxrss in KiB)."""
+    start = time.perf_counter()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = None if timeout is None else start + timeout
+        while True:  # wait4 on this pid alone: RUSAGE_CHILDREN would mix in every earlier child
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again for a reaped child
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes
+    return ChildRun(time.perf_counter() - start, usage.ru_maxrss * scale, proc.returncode)
+
+
+def eval_share(metrics_path: Path) -> dict[str, float]:
+    """Σ time/eval ÷ Σ (time/train + time/sample + time/label) over a run's metrics rows, with the sums."""
+    sums = dict.fromkeys(("time/eval", *WORK_COLUMNS), 0.0)
+    with metrics_path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                for key in sums:
+                    value = row.get(key)
+                    if isinstance(value, (int, float)):
+                        sums[key] += value
+    work = sum(sums[k] for k in WORK_COLUMNS)
+    return sums | {"share": sums["time/eval"] / work if work > 0 else float("nan")}
+
+
+def run_mode(repo: Path, mode: str, overrides: list[str], workdir: Path, timeout: float | None) -> tuple[ChildRun, dict, Path]:
+    run_dir, cache = workdir / f"run_{mode}", workdir / f"cache_{mode}"
+    argv = [sys.executable, str(repo / "scripts" / "train.py"), f"mode={mode}", f"cache_dir={cache}",
+            f"hydra.run.dir={run_dir}", "progress=false", *overrides]
+    child = run_child(argv, repo, workdir / f"{mode}.log", timeout)
+    if child.returncode != 0:
+        tail = (workdir / f"{mode}.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"`{' '.join(argv[1:])}` failed with status {child.returncode}:\n{tail}")
+    return child, eval_share(run_dir / "metrics.jsonl"), run_dir
+
+
+def run_end_to_end(repo: Path, modes: list[str], repeats: int, overrides: list[str], timeout: float | None = 1800) -> tuple[Section, Section]:
+    """Section 4 (eval share) and section 5 (wall time, peak memory) from the same runs."""
+    share_section = Section("eval", "4. Eval and divergence overhead")
+    e2e_section = Section("e2e", "5. End-to-end runs")
+    note = f" with overrides {' '.join(overrides)}" if overrides else " at default settings"
+    share_section.notes.append(f"Σ time/eval ÷ Σ (time/train + time/sample + time/label) of each run{note}.")
+    e2e_section.notes.append(f"`python scripts/train.py mode=…`{note}, each from an empty cache (π_sft trained, "
+                             "the offline set built): a first run's whole wait. Peak memory is the run's maximum RSS.")
+    for mode in modes:
+        walls, rss, shares, sums = [], [], [], []
+        for repeat in range(repeats):
+            with tempfile.TemporaryDirectory(prefix="shiftlab-bench-e2e-") as tmp:
+                child, share, _ = run_mode(repo, mode, overrides, Path(tmp), timeout)
+                if repeat == 0:  # the run's cache is still there: profile one evaluation on it
+                    share_section.notes.append(_eval_profile_note(repo, mode, overrides, Path(tmp)))
+            walls.append(child.seconds / 60)
+            rss.append(child.peak_rss_bytes / 1e9)
+            shares.append(share["share"])
+            sums.append(share)
+        e2e_section.figures.append(Figure(f"mode={mode}", "wall time", summarize(walls), "min", TARGETS["wall"].get(mode)))
+        e2e_section.figures.append(Figure(f"mode={mode}", "peak RSS", summarize(rss), "GB", TARGETS["rss"]))
+        share_section.figures.append(Figure(f"mode={mode}", "eval share", summarize(shares), "", TARGETS["eval_share"]))
+        last = sums[-1]
+        share_section.notes.append(f"mode={mode} (last run): " + ", ".join(f"Σ {k} {v:.1f} s" for k, v in last.items() if k != "share"))
+    return share_section, e2e_section
+
+
+def _eval_profile_note(repo: Path, mode: str, overrides: list[str], workdir: Path) -> str:
+    from shiftlab.bench.evalprofile import profile_evaluation, render_profile
+
+    cache = workdir / f"cache_{mode}"
+    try:
+        seconds, rows = profile_evaluation(repo, [f"mode={mode}", f"cache_dir={cache}", "progress=false", *overrides], workdir)
+    except Exception as err:  # a profile is a diagnosis: its failure must not lose the measured figures
+        return f"mode={mode}: the evaluation profile failed ({type(err).__name__}: {err})."
+    return render_profile(mode, seconds, rows)

@@ -1,0 +1,109 @@
+"""The benchmark suite: its options, the order of the sections, and the report it writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from shiftlab.bench.machine import describe_machine
+from shiftlab.bench.report import Section, summary_table, write_report
+from shiftlab.bench.workload import MODEL_SIZES, build_workload
+
+# Tiny settings for `--quick`: every code path runs in well under a minute; the figures mean nothing.
+QUICK_E2E_OVERRIDES = [
+    "task.n_texts=800", "task.n_eval_prompts=16", "model.vocab_size=300", "model.n_layer=1", "model.n_head=2",
+    "model.n_embd=32", "model.n_positions=32", "sft.steps=20", "sft.batch_size=16", "preferences.n_prompts=32",
+    "train.steps=4", "train.eval_every=2", "train.max_length=32", "train.max_prompt_length=10",
+    "train.max_new_tokens=20", "eval.n_prompts=16", "eval.probe_pairs=8", "eval.mmd_permutations=20",
+    "source.batch_size=4", "source.prompts_per_round=6", "source.sample_every=2", "reference.refresh_every=2",
+]
+
+
+@dataclass
+class BenchOptions:
+    out: Path = Path("reports/bench")
+    repo: Path = Path(".")
+    threads: int = 2
+    sizes: list[str] = field(default_factory=lambda: ["tiny", "small"])
+    batch_size: int = 32  # pairs per step: the default source.batch_size
+    n_pairs: int = 512
+    steps: int = 5  # timed steps per block
+    repeats: int = 5
+    warmup: int = 2
+    sample_prompts: int = 128  # the default eval set: 128 prompts, one sample each
+    max_new_tokens: int = 48
+    scaling_lengths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    scaling_batches: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    e2e_modes: list[str] = field(default_factory=lambda: ["offline", "online"])
+    e2e_repeats: int = 1
+    e2e_overrides: list[str] = field(default_factory=list)
+    skip_trl: bool = False
+    skip_e2e: bool = False
+    command: str = "python scripts/bench.py"
+
+    @classmethod
+    def quick(cls, **changes) -> BenchOptions:
+        base = cls(sizes=["tiny"], batch_size=4, n_pairs=32, steps=1, repeats=1, warmup=0, sample_prompts=8,
+                   max_new_tokens=4, scaling_lengths=[8, 16], scaling_batches=[2, 4], e2e_modes=["offline"],
+                   e2e_overrides=QUICK_E2E_OVERRIDES)
+        for key, value in changes.items():
+            setattr(base, key, value)
+        return base
+
+
+def run_bench(opts: BenchOptions, log=print) -> tuple[Path, Path]:
+    from shiftlab.bench.e2e import run_end_to_end
+    from shiftlab.bench.sampling import run_sampling
+    from shiftlab.bench.scaling import run_scaling
+    from shiftlab.bench.trl_compare import run_trl_comparison
+    from shiftlab.bench.utilization import run_utilization
+    from shiftlab.experiment import quiet_libraries
+
+    unknown = [s for s in opts.sizes if s not in MODEL_SIZES]
+    if unknown:
+        raise ValueError(f"unknown model sizes {unknown}; choose from {sorted(MODEL_SIZES)}")
+    quiet_libraries()  # as a run does: transformers' notices (e.g. on packed rows without a 2-D mask) are noise here
+    torch.set_num_threads(opts.threads)
+    machine = describe_machine()
+    started = time.perf_counter()
+    workload = build_workload(opts.n_pairs)
+    sections: list[Section] = []
+
+    def stage(name: str, fn):
+        log(f"[bench] {name} …")
+        t = time.perf_counter()
+        result = fn()
+        log(f"[bench] {name} done in {time.perf_counter() - t:.0f} s")
+        return result
+
+    if not opts.skip_trl:
+        sections.append(stage("throughput against TRL", lambda: run_trl_comparison(
+            workload, opts.sizes, opts.batch_size, opts.steps, opts.repeats, opts.warmup, opts.threads)))
+    sections.append(stage("closeness to the limit", lambda: run_utilization(
+        workload, opts.sizes, opts.batch_size, opts.steps, opts.repeats, profile_steps=max(1, opts.steps))))
+    sections.append(stage("sampling", lambda: run_sampling(
+        workload, opts.sizes[0], opts.sample_prompts, opts.max_new_tokens, opts.repeats)))
+    if not opts.skip_e2e:
+        share, e2e = stage("end-to-end runs", lambda: run_end_to_end(
+            opts.repo, opts.e2e_modes, opts.e2e_repeats, opts.e2e_overrides))
+        sections += [share, e2e]
+    sections.append(stage("scaling", lambda: run_scaling(
+        workload.tokenizer, opts.sizes[0], opts.scaling_lengths, opts.scaling_batches, opts.batch_size,
+        opts.scaling_lengths[-1], opts.repeats)))
+    sections.sort(key=lambda s: s.title)  # numbered titles: the issue's order
+    header = [
+        f"`{opts.command}` — {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {time.perf_counter() - started:.0f} s "
+        f"in all. Every figure is the median over repeats (n) with min and max; targets are judged on the median.",
+        "",
+        "## Targets",
+        "",
+        summary_table(sections),
+    ]
+    if opts.skip_trl or opts.skip_e2e:
+        skipped = [name for name, flag in (("TRL comparison", opts.skip_trl), ("end-to-end runs", opts.skip_e2e)) if flag]
+        header += ["", f"Skipped in this run: {', '.join(skipped)}."]
+    return write_report(opts.out, machine, sections, header)

@@ -1,0 +1,176 @@
+"""shiftlab's DPO step against TRL's `DPOTrainer`, side by side in one process.
+
+Same model (same initial weights), same pairs (tokenized to the same ids), same batch size, sequence lengths,
+β, AdamW and float32. TRL runs in its fastest CPU setting: `bf16=False`, no gradient checkpointing (its default
+is on), no reporting, logging or saving, no dataloader workers, and its default fused AdamW. Both are timed from
+"batch ready" to "optimizer stepped": TRL between its `on_step_begin` and `on_step_end` callbacks (its batches
+are collated before the first), shiftlab around `preference_step` on pre-collated batches. Setup — model
+building, TRL's dataset tokenization, either side's reference precompute — is timed separately and left out.
+
+The two run in alternating blocks (ABBA order), so that a machine whose load changes during the benchmark slows
+both alike; each repeat gives one pairs/second per side and one paired ratio.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from shiftlab.bench.report import Figure, Section, Target
+from shiftlab.bench.step import build_step_setup
+from shiftlab.bench.timing import summarize
+from shiftlab.bench.workload import Workload, build_bench_model
+from shiftlab.precompute import attach_reference_logps, precompute_reference_logps
+
+TARGET_RATIO = Target(">=", 2.0)
+
+
+class ShiftlabRunner:
+    def __init__(self, workload: Workload, size: str, batch_size: int, precompute: bool, seed: int = 0):
+        self.setup = build_step_setup(build_bench_model(size, workload.tokenizer, seed))
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(workload.pairs)).tolist()
+        groups = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+        start = time.perf_counter()
+        table = precompute_reference_logps(self.setup.ref, workload.collator, workload.pairs) if precompute else None
+        self.setup_seconds = time.perf_counter() - start
+        self.batches = []
+        for rows in groups:
+            batch = workload.collator([workload.pairs[i] for i in rows])
+            self.batches.append(attach_reference_logps(batch, table, rows) if precompute else batch)
+        self._next = 0
+
+    def block(self, steps: int) -> list[float]:
+        out = []
+        for _ in range(steps):
+            batch = self.batches[self._next % len(self.batches)]
+            self._next += 1
+            start = time.perf_counter()
+            self.setup.step(batch)
+            out.append(time.perf_counter() - start)
+        return out
+
+
+class TrlRunner:
+    def __init__(self, workload: Workload, size: str, batch_size: int, precompute: bool, seed: int = 0):
+        from datasets import Dataset, disable_progress_bars
+        from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+        from trl import DPOConfig, DPOTrainer
+
+        disable_progress_bars()
+        model = build_bench_model(size, workload.tokenizer, seed)
+        ref = None if precompute else copy.deepcopy(model)
+        rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in workload.pairs]
+        self._dir = tempfile.TemporaryDirectory(prefix="shiftlab-bench-trl-")
+        args = DPOConfig(
+            output_dir=self._dir.name, per_device_train_batch_size=batch_size, max_steps=1, learning_rate=5e-5,
+            beta=0.1, max_length=workload.max_length, bf16=False, fp16=False, use_cpu=True,
+            gradient_checkpointing=False, report_to=[], logging_strategy="no", save_strategy="no",
+            eval_strategy="no", dataloader_num_workers=0, precompute_ref_log_probs=precompute, disable_tqdm=True,
+            seed=seed, warmup_steps=0, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0,
+        )
+        clock = self.clock = _StepClock(TrainerCallback)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation notices about options we set explicitly
+            self.trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
+                                      processing_class=copy.deepcopy(workload.tokenizer), callbacks=[clock])
+        self.setup_seconds = time.perf_counter() - start
+        for callback in (PrinterCallback, ProgressCallback):  # each train() call would print its summary
+            self.trainer.remove_callback(callback)
+
+    def tokens_per_pair(self) -> float:
+        """Tokens of a pair's two rows as TRL tokenized them (its chosen/rejected ids end with end-of-text)."""
+        ds = self.trainer.train_dataset
+        total = sum(2 * len(p) + len(c) + len(r) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"]))
+        return total / len(ds)
+
+    def block(self, steps: int) -> list[float]:
+        self.trainer.args.max_steps = steps
+        self.clock.reset()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.trainer.train()
+        return self.clock.durations()
+
+
+def _StepClock(base):  # noqa: N802 - builds a TrainerCallback subclass without importing transformers at module load
+    class StepClock(base):
+        def reset(self):
+            self.begins, self.ends = [], []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.begins.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+        def durations(self) -> list[float]:
+            return [end - begin for begin, end in zip(self.begins, self.ends)]
+
+    clock = StepClock()
+    clock.reset()
+    return clock
+
+
+def interleave(runners: dict[str, Callable[[int], list[float]]], steps: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per step of each runner, one figure per repeat (the block's mean), in ABBA order."""
+    names = list(runners)
+    for name in names:
+        if warmup:
+            runners[name](warmup)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            times = runners[name](steps)
+            out[name].append(sum(times) / len(times))
+    return out
+
+
+def compare_size(workload: Workload, size: str, precompute: bool, batch_size: int, steps: int, repeats: int,
+                 warmup: int, threads: int) -> tuple[list[Figure], list[str]]:
+    torch.set_num_threads(threads)
+    mode = "precomputed reference" if precompute else "live reference"
+    ours = ShiftlabRunner(workload, size, batch_size, precompute)
+    theirs = TrlRunner(workload, size, batch_size, precompute)
+    torch.set_num_threads(threads)
+    per_step = interleave({"shiftlab": ours.block, "TRL": theirs.block}, steps, repeats, warmup)
+    figures = []
+    for name, seconds in per_step.items():
+        figures.append(Figure(f"{size} · {mode} · {name}", "pairs/s", summarize(seconds).inverted(batch_size)))
+    ratios = [t / s for s, t in zip(per_step["shiftlab"], per_step["TRL"])]
+    figures.append(Figure(f"{size} · {mode} · shiftlab ÷ TRL", "speed-up", summarize(ratios), "×", TARGET_RATIO))
+    ours_tokens = float(sum(b.attention_mask.sum() for b in ours.batches)) / sum(b.n_pairs for b in ours.batches)
+    note = (f"{size}, {mode}: setup, not counted in the steps: shiftlab {ours.setup_seconds:.1f} s"
+            f"{' (reference precompute)' if precompute else ''}, TRL {theirs.setup_seconds:.1f} s (dataset preparation"
+            f"{' and reference precompute' if precompute else ''}). Tokens per pair (both rows): shiftlab "
+            f"{ours_tokens:.1f} over the batches it ran, TRL {theirs.tokens_per_pair():.1f} over the whole set.")
+    return figures, [note]
+
+
+def run_trl_comparison(workload: Workload, sizes: list[str], batch_size: int, steps: int, repeats: int, warmup: int,
+                       threads: int) -> Section:
+    section = Section("trl", "1. DPO step throughput against TRL's DPOTrainer")
+    try:
+        import trl
+    except ImportError:
+        section.notes.append("TRL is not installed (`pip install -e \".[bench]\"`): comparison skipped.")
+        return section
+    for size in sizes:
+        for precompute in (False, True):
+            figures, notes = compare_size(workload, size, precompute, batch_size, steps, repeats, warmup, threads)
+            section.figures += figures
+            section.notes += notes
+    section.notes.insert(0, (
+        f"TRL {trl.__version__}; batch {batch_size} pairs, {steps} timed steps per block, {repeats} alternating "
+        f"blocks per side after {warmup} warmup steps each. Both see the same token ids (checked: tokens per pair "
+        "below). shiftlab packs the sequences of a batch into fewer rows (`shiftlab/packing.py`) where the model "
+        "allows it; TRL's own `padding_free` is disabled in this release (it warns and pads), so TRL computes on "
+        "padded rows."))
+    return section
