@@ -64,7 +64,9 @@ def plot_frontier(evals: pd.DataFrame, curves: pd.DataFrame, cells: list[str]) -
         mean = curves.groupby(["cell", "kl"], as_index=False)["value"].mean()
         for cell, d in mean.groupby("cell"):
             ax.plot(d["kl"], d["value"], color=pal[cell], lw=2.5)
-    ax.set_xlabel("KL(π_θ‖π_sft)  [eval/kl_sft, nats]")
+    # KL spans three orders of magnitude across cells; linear near 0, logarithmic beyond 1 nat
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("KL(π_θ‖π_sft)  [eval/kl_sft, nats; symlog scale]")
     ax.set_ylabel(_label("eval/reward"))
     ax.legend(fontsize=8, loc="lower right", title="cell")
     ax.set_title("Reward vs KL frontier (dots: evaluations; lines: runs and cell means)")
