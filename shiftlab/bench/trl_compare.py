@@ -170,7 +170,6 @@ def run_trl_comparison(workload: Workload, sizes: list[str], batch_size: int, st
     section.notes.insert(0, (
         f"TRL {trl.__version__}; batch {batch_size} pairs, {steps} timed steps per block, {repeats} alternating "
         f"blocks per side after {warmup} warmup steps each. Both see the same token ids (checked: tokens per pair "
-        "below). shiftlab packs the sequences of a batch into fewer rows (`shiftlab/packing.py`) where the model "
-        "allows it; TRL's own `padding_free` is disabled in this release (it warns and pads), so TRL computes on "
-        "padded rows."))
+        "below). Both compute on padded rows: shiftlab's training step does not pack sequences yet "
+        "(`shiftlab/packing.py` exists but is not wired in), and TRL's `padding_free` is disabled in this release."))
     return section

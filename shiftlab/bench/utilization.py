@@ -65,7 +65,10 @@ def measure_utilization(workload: Workload, size: str, batch_size: int, steps: i
     batches = [workload.collator(workload.pairs[i : i + batch_size])
                for i in range(0, len(workload.pairs) - batch_size + 1, batch_size)]
     setup.step(batches[0])  # warmup
-    packed = can_pack(setup.policy)
+    # the training step runs the padded forward (packing is not wired into shiftlab.objectives yet); can_pack
+    # only says whether it could
+    packed = False
+    could_pack = can_pack(setup.policy)
     peaks, rates, fractions, useful_fractions, cursor = [], [], [], [], 0
     for _ in range(repeats):
         peak = summarize(matmul_flops_per_second(repeats=3)).median
@@ -98,7 +101,7 @@ def measure_utilization(workload: Workload, size: str, batch_size: int, steps: i
     packed_slots = sum(b.attention_mask.shape[1] * (1 + max(r for r, _ in plan_packing(
         b.attention_mask.sum(-1).tolist(), b.attention_mask.shape[1]))) for b in batches)
     notes = ["\n".join(table), f"{size}: of the positions a padded batch computes, {1 - real / padded:.0%} are padding; "
-             f"packed, {1 - real / packed_slots:.0%} (this step {'packs' if packed else 'cannot pack: padded forward'})."]
+             f"packed, {1 - real / packed_slots:.0%} (this step runs the padded forward; packing {'would apply' if could_pack else 'does not apply'} to this model)."]
     return figures, notes
 
 
