@@ -103,6 +103,20 @@ class TaskConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters on π_θ through `peft` (Hu et al. 2021): only the adapters train, and π_ref under a refresh is
+    the same weights with the adapters switched off (shiftlab/lora.py), so no copy of π_ref is held."""
+
+    r: int = 0  # adapter rank; 0: off, every weight of π_θ trains
+    alpha: float = 16.0  # ΔW = (alpha / r)·B·A
+    dropout: float = 0.0  # on the adapters' input; the base model's dropout stays off (see models.build_model)
+    # module names to adapt (suffix match), or ["all-linear"]: every linear / GPT-2 Conv1D layer except the output
+    # head — which covers GPT-2 (c_attn, c_proj, c_fc), Pythia (query_key_value, dense, dense_h_to_4h, dense_4h_to_h)
+    # and Qwen2 (q/k/v/o_proj, gate/up/down_proj) alike
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str | None = None  # None: a GPT-2 built from the fields below, trained from scratch
     vocab_size: int = 1024  # byte-level BPE trained on the corpus
@@ -113,6 +127,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     dtype: str = "float32"  # float32, bfloat16, float16, or auto: bfloat16 on a GPU that has it, else float32
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more time
+    lora: LoraConfig = field(default_factory=LoraConfig)  # model.lora.r=16: train adapters only
 
 
 class OracleKind(Enum):
@@ -175,6 +190,9 @@ class ReferenceConfig:
     kind: ReferenceKind = ReferenceKind.fixed
     refresh_every: int = 40
     alpha: float = 0.5  # soft refresh weight on π_θ
+    # kind=fixed with source=offline only: log π_ref of every pair computed once before training (shiftlab.precompute)
+    # instead of a π_ref forward every step; equal to the live forward up to float rounding, so off by default
+    precompute_logps: bool = False
 
 
 @dataclass
@@ -202,6 +220,12 @@ class TrainConfig:
     max_length: int = 64  # prompt + response + end-of-text, in tokens
     max_prompt_length: int = 16
     max_new_tokens: int = 48
+    # preference forwards (π_θ, π_ref, the precomputed table) on rows packed end to end, position ids restarting
+    # per sequence (shiftlab.packing): no compute on padding; log-probs equal the padded ones up to float rounding
+    packing: bool = False
+    # "auto": the first CUDA device when there is one, else the CPU. Under a multi-process launch each rank
+    # uses the device accelerate assigns it instead.
+    device: str = "auto"
 
 
 @dataclass

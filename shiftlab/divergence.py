@@ -31,6 +31,7 @@ __all__ = [
     "response_step_kl",
     "response_token_kl",
     "sequence_exact_kl",
+    "steps_from_token_kl",
 ]
 
 
@@ -112,8 +113,12 @@ def response_step_kl(logits_p: Tensor, logits_q: Tensor, loss_mask: Tensor, max_
     Returns:
         (B, L) float32.
     """
-    kl = response_token_kl(logits_p, logits_q, loss_mask)
-    return _left_align(kl, loss_mask[:, 1:], max_len)
+    return steps_from_token_kl(response_token_kl(logits_p, logits_q, loss_mask), loss_mask, max_len)
+
+
+def steps_from_token_kl(token_kl: Tensor, loss_mask: Tensor, max_len: int | None = None) -> Tensor:
+    """``response_step_kl`` from an already computed ``response_token_kl`` (B, T-1) of the same batch: (B, L)."""
+    return _left_align(token_kl, loss_mask[:, 1:], max_len)
 
 
 def k1(logp_p_seq: Tensor, logp_q_seq: Tensor) -> Tensor:

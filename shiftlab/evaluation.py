@@ -39,6 +39,7 @@ class Forwards:
     def __init__(self, sft: torch.nn.Module):
         self.sft = sft
         self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._token_kl: dict[tuple[int, int, int], torch.Tensor] = {}
 
     def logits(self, model: torch.nn.Module, batch: SequenceBatch) -> torch.Tensor:
         return self._run(model, batch)[0]
@@ -46,14 +47,25 @@ class Forwards:
     def sft_hidden(self, batch: SequenceBatch) -> torch.Tensor:
         return self._run(self.sft, batch)[1]
 
+    def token_kl(self, p: torch.nn.Module, q: torch.nn.Module, batch: SequenceBatch) -> torch.Tensor:
+        """(B, T-1) exact per-token KL(p‖q) on the batch's response positions (`response_token_kl`), once per
+        pair of models: offline, KL to π_ref, to π_sft and to β is one computation."""
+        key = (id(p), id(q), id(batch))
+        if key not in self._token_kl:
+            self._token_kl[key] = dv.response_token_kl(self.logits(p, batch), self.logits(q, batch), batch.loss_mask)
+        return self._token_kl[key]
+
     @torch.no_grad()
     def _run(self, model: torch.nn.Module, batch: SequenceBatch):
         key = (id(model), id(batch))
         if key not in self._cache:
             hidden = model is self.sft
             model.eval()
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=hidden)
-            self._cache[key] = (out.logits.float(), out.hidden_states[-1].float() if hidden else None)
+            device = next(model.parameters()).device
+            out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                        output_hidden_states=hidden)
+            # the metrics are computed on the CPU, beside the batches' masks (a no-op when the model runs there)
+            self._cache[key] = (out.logits.float().cpu(), out.hidden_states[-1].float().cpu() if hidden else None)
         return self._cache[key]
 
 
@@ -76,9 +88,10 @@ def _with_stderr(prefix: str, values: torch.Tensor) -> dict[str, float]:
     return {prefix: mean, f"{prefix}_se": se}
 
 
-def kl_metrics(name: str, logits_p, logits_q, logp_p, batch: SequenceBatch, lengths: torch.Tensor) -> dict[str, float]:
-    """Exact per-token KL, k1 and k3 of KL(π_θ‖q) on the same samples, with standard errors."""
-    exact = dv.sequence_exact_kl(logits_p, logits_q, batch.loss_mask)
+def kl_metrics(name: str, token_kl, logits_q, logp_p, batch: SequenceBatch, lengths: torch.Tensor) -> dict[str, float]:
+    """Exact per-token KL (`token_kl` (B, T-1), summed: `sequence_exact_kl`), k1 and k3 of KL(π_θ‖q) on the same
+    samples, with standard errors."""
+    exact = token_kl.sum(-1)
     logp_q = sequence_logps(logits_q, batch.input_ids, batch.loss_mask)
     out = _with_stderr(f"eval/{name}", exact)
     out |= _with_stderr(f"eval/{name}_k1", dv.k1(logp_p, logp_q))
@@ -87,9 +100,8 @@ def kl_metrics(name: str, logits_p, logits_q, logp_p, batch: SequenceBatch, leng
     return out
 
 
-def _masked_mean_token_kl(logits_p, logits_q, loss_mask) -> float:
-    kl = dv.response_token_kl(logits_p, logits_q, loss_mask)
-    return float(kl.sum() / loss_mask[:, 1:].sum().clamp(min=1))
+def _masked_mean_token_kl(token_kl, loss_mask) -> float:
+    return float(token_kl.sum() / loss_mask[:, 1:].sum().clamp(min=1))
 
 
 class Evaluator:
@@ -133,9 +145,9 @@ class Evaluator:
         metrics = _with_stderr("eval/reward", rewards)
         metrics["eval/length"] = float(lengths.mean())
         metrics["eval/empty_responses"] = float(np.mean([len(r) == 0 for r in completions.response_ids]))
-        metrics |= kl_metrics("kl_ref", logits, logits_ref, logp, batch, lengths)
-        metrics |= kl_metrics("kl_sft", logits, logits_sft, logp, batch, lengths)
-        metrics["eval/kl_ref_on_policy"] = _masked_mean_token_kl(logits, logits_ref, batch.loss_mask)
+        metrics |= kl_metrics("kl_ref", fw.token_kl(policy, ref, batch), logits_ref, logp, batch, lengths)
+        metrics |= kl_metrics("kl_sft", fw.token_kl(policy, self.sft, batch), logits_sft, logp, batch, lengths)
+        metrics["eval/kl_ref_on_policy"] = _masked_mean_token_kl(fw.token_kl(policy, ref, batch), batch.loss_mask)
         if self.cfg.divergences:
             probe = self.source.probe()
             if probe is not None:
@@ -154,8 +166,7 @@ class Evaluator:
     def _data_metrics(self, fw: Forwards, policy, ref, probe: Probe, batch: SequenceBatch, step: int) -> dict[str, float]:
         """Where DPO looks (training-pair states, d_D) against where π_θ goes (its own states, d_θ)."""
         data = SequenceBatch(probe.batch.input_ids, probe.batch.attention_mask, probe.batch.loss_mask)
-        data_logits = fw.logits(policy, data)
-        out = {"eval/kl_ref_on_data": _masked_mean_token_kl(data_logits, fw.logits(ref, data), data.loss_mask)}
+        out = {"eval/kl_ref_on_data": _masked_mean_token_kl(fw.token_kl(policy, ref, data), data.loss_mask)}
         if probe.behaviour is not None:
             out |= self._behaviour_metrics(fw, policy, probe.behaviour, batch, data, step)
         js = two_sample.ngram_js_divergence(_responses(data), _responses(batch), n_max=3, alpha=0.01)
@@ -164,8 +175,7 @@ class Evaluator:
 
     def _behaviour_metrics(self, fw: Forwards, policy, behaviour, batch: SequenceBatch, data: SequenceBatch, step: int):
         """With β known: the state KL by depth on π_θ's samples, and the ESS of the training responses."""
-        logits = fw.logits(policy, batch)
-        step_kl = dv.response_step_kl(logits, fw.logits(behaviour, batch), batch.loss_mask, max_len=self.max_new_tokens)
+        step_kl = dv.steps_from_token_kl(fw.token_kl(policy, behaviour, batch), batch.loss_mask, max_len=self.max_new_tokens)
         curve, curve_se = dv.depth_kl_curve(step_kl), dv.depth_kl_curve_stderr(step_kl)
         self.log.curve(step, "state_kl_depth", list(range(1, len(curve) + 1)), curve.tolist(), curve_se.tolist())
         log_w = sequence_logps(fw.logits(policy, data), data.input_ids, data.loss_mask) - sequence_logps(

@@ -11,6 +11,7 @@ import contextlib
 import json
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +23,17 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from shiftlab.checkpoint import Checkpointer, GlobalRng, print_warning, read_latest
-from shiftlab.config import ShiftlabConfig, SourceKind
+from shiftlab.config import LoraConfig, ShiftlabConfig, SourceKind
 from shiftlab.data import PreferenceCollator
+from shiftlab.distributed import SINGLE, Processes, connect
 from shiftlab.evaluation import EvalPrompts, Evaluator
+from shiftlab.lora import add_adapters
 from shiftlab.models import count_parameters, save_model
 from shiftlab.objectives import build_objective
+from shiftlab.precompute import precompute_reference_logps
 from shiftlab.reference import ReferenceSchedule, build_reference_schedule
 from shiftlab.rollouts import OnPolicyRollouts
-from shiftlab.runlog import RunDirError, RunLog, hold_run_dir
+from shiftlab.runlog import NullRunLog, RunDirError, RunLog, hold_run_dir
 from shiftlab.sources import OfflinePairs, OnPolicyPairs, PairSource
 from shiftlab.stages import World, build_preference_set, build_sft, build_world, encode_prompts
 from shiftlab.trainer import LoopConfig, build_optimizer, train
@@ -67,16 +71,24 @@ class _Silent:
     def set_postfix(self, *args: Any, **kwargs: Any) -> None: ...
 
 
-def build_offline_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog) -> PairSource:
-    prefs = build_preference_set(cfg, world, sft, tokenizer, cache_dir, progress)
+def build_offline_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog, processes: Processes = SINGLE, policy=None) -> PairSource:
+    # `policy` is unused: a fixed set never snapshots π_θ
+    with processes.main_first():  # rank 0 builds and caches the set; every rank then holds the whole set
+        prefs = build_preference_set(cfg, world, sft, tokenizer, cache_dir, progress)
     log.event(0, "preference_set", **prefs.info)
     log.count(oracle_calls=prefs.oracle_calls, policy_samples=prefs.policy_samples)
     collator = PreferenceCollator(tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
     behaviour = sft if prefs.behaviour_is_sft else None
-    return OfflinePairs(prefs.pairs, collator, cfg.source.batch_size, cfg.seed, behaviour, cfg.eval.probe_pairs)
+    ref_logps = None
+    if cfg.reference.precompute_logps:  # validated: π_ref is π_sft throughout, and the pairs are fixed
+        start = time.perf_counter()
+        ref_logps = precompute_reference_logps(sft, collator, prefs.pairs, packing=cfg.train.packing)
+        log.event(0, "reference_precomputed", pairs=len(prefs.pairs), packing=cfg.train.packing,
+                  **{"time/precompute": round(time.perf_counter() - start, 3)})
+    return OfflinePairs(prefs.pairs, collator, cfg.source.batch_size, cfg.seed, behaviour, cfg.eval.probe_pairs, ref_logps)
 
 
-def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog, kind=OnPolicyPairs, **extra) -> PairSource:
+def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog, processes: Processes = SINGLE, policy=None, kind=OnPolicyPairs, **extra) -> PairSource:
     s = cfg.source
     return kind(
         encode_prompts(tokenizer, world.train_prompts, cfg.train.max_prompt_length),
@@ -94,14 +106,16 @@ def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cac
         pad_token_id=tokenizer.pad_token_id,
         seed=cfg.seed,
         probe_size=cfg.eval.probe_pairs,
-        template=sft,
+        template=sft if policy is None else policy,  # a restored snapshot of π_θ needs π_θ's architecture (adapters)
+        processes=processes,
         **extra,
     )
 
 
-def build_rollout_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog) -> PairSource:
+def build_rollout_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog, processes: Processes = SINGLE, policy=None) -> PairSource:
     return build_onpolicy_source(
-        cfg, world, sft, tokenizer, cache_dir, progress, log, kind=OnPolicyRollouts, sft_model=sft, beta_rl=cfg.loss.beta
+        cfg, world, sft, tokenizer, cache_dir, progress, log, processes, policy,
+        kind=OnPolicyRollouts, sft_model=sft, beta_rl=cfg.loss.beta,
     )
 
 
@@ -182,15 +196,17 @@ def run(cfg: ShiftlabConfig, run_dir: Path | str, overrides: list[str] | None = 
     resuming = resume_dir(cfg.resume, Path(run_dir))
     run_dir = resuming or Path(run_dir)
     quiet_libraries()
-    with hold_run_dir(run_dir):
+    processes = connect(cfg.train.device)
+    # Under a multi-process launch only rank 0 owns the run directory; the others write nothing to it.
+    with hold_run_dir(run_dir) if processes.is_main else contextlib.nullcontext():
         if resuming is None or not (run_dir / "run.json").is_file():
             if resuming is not None:
                 print(f"[shiftlab] resume: {run_dir} holds no run yet; starting one", file=sys.stderr)
-            if (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size:
+            if processes.is_main and (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size:
                 raise RunDirError(
                     f"{run_dir} already holds a run; pass resume=true to continue it, or choose another hydra.run.dir"
                 )
-            return _run(cfg, run_dir, run_meta(cfg, overrides or []), checkpoint=None)
+            return _run(cfg, run_dir, run_meta(cfg, overrides or []), None, processes)
         meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         if meta.get("status") == "finished":
             print(f"[shiftlab] {run_dir} has finished already; nothing to resume", file=sys.stderr)
@@ -200,7 +216,7 @@ def run(cfg: ShiftlabConfig, run_dir: Path | str, overrides: list[str] | None = 
         how = "" if checkpoint else " (it wrote no checkpoint, so it starts over)"
         print(f"[shiftlab] resuming {run_dir} at step {start}{how}", file=sys.stderr)
         meta = {k: v for k, v in meta.items() if k not in ("status", "steps_done", "wall_time_s", "last_checkpoint")}
-        return _run(cfg, run_dir, meta | {"resumed_at": [*meta.get("resumed_at", []), start]}, checkpoint)
+        return _run(cfg, run_dir, meta | {"resumed_at": [*meta.get("resumed_at", []), start]}, checkpoint, processes)
 
 
 @dataclass
@@ -214,21 +230,25 @@ class Training:
     tokenizer: Any
 
 
-def build_training(cfg: ShiftlabConfig, log: RunLog, progress) -> Training:
+def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Processes = SINGLE) -> Training:
     cache_dir = Path(cfg.cache_dir).expanduser()
     world = build_world(cfg.task, cfg.oracle)  # a bad user preference file fails here, before π_sft costs any time
     recipe = SOURCES[cfg.source.kind]
     recipe.check(cfg, world)
-    sft, tokenizer, sft_curve, reused = build_sft(cfg, world, cache_dir, progress)
+    with processes.main_first():  # rank 0 trains and caches π_sft; the other ranks load it from the cache
+        sft, tokenizer, sft_curve, reused = build_sft(cfg, world, cache_dir, progress)
+    sft.to(processes.device)
     log.sft_rows(sft_curve)
     log.event(0, "sft_cached" if reused else "sft_trained", parameters=count_parameters(sft), final_loss=sft_curve[-1]["sft/loss"] if sft_curve else None)
     if reused:
         print(f"[shiftlab] reusing cached π_sft ({count_parameters(sft):,} parameters) from {cache_dir}", file=sys.stderr)
     sft.requires_grad_(False)
     seed_everything(cfg.seed, cfg.threads)  # training draws do not depend on whether π_sft came from the cache
-    source = recipe.build(cfg, world, sft, tokenizer, cache_dir, progress, log)
-    policy = _trainable_copy(sft)
-    schedule = build_reference_schedule(cfg.reference, sft)
+    policy = _trainable_copy(sft, cfg.model.lora, cfg.seed)  # draws nothing from the global generators
+    source = recipe.build(cfg, world, sft, tokenizer, cache_dir, progress, log, processes, policy)
+    schedule = build_reference_schedule(cfg.reference, sft, policy)
+    if not processes.is_main:  # rank 0 evaluates for everyone: the replicas are identical
+        return Training(policy, schedule, source, _no_evaluation, tokenizer)
     eval_ids = encode_prompts(tokenizer, world.eval_prompts, cfg.train.max_prompt_length)
     evaluator = Evaluator(
         cfg.eval, EvalPrompts(eval_ids, world.eval_prompts), sft=sft, source=source, decode=tokenizer.decode,
@@ -238,16 +258,23 @@ def build_training(cfg: ShiftlabConfig, log: RunLog, progress) -> Training:
     return Training(policy, schedule, source, evaluator, tokenizer)
 
 
-def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: dict[str, Any] | None) -> Path:
+def _no_evaluation(policy, ref, step: int) -> dict[str, float]:
+    return {}
+
+
+def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: dict[str, Any] | None, processes: Processes = SINGLE) -> Path:
     seed_everything(cfg.seed, cfg.threads)
-    # Without a checkpoint the files start empty; with one, they are cut back to it once it is loaded.
-    log = RunLog(run_dir, meta, truncate=checkpoint is None)
-    if checkpoint is None:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    progress = _progress_factory(cfg.progress)
+    if processes.is_main:
+        # Without a checkpoint the files start empty; with one, they are cut back to it once it is loaded.
+        log = RunLog(run_dir, meta | {"processes": processes.world_size}, truncate=checkpoint is None)
+        if checkpoint is None:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    else:
+        log = NullRunLog()
+    progress = _progress_factory(cfg.progress and processes.is_main)
     steps_done, checkpoints = 0, None
     try:
-        t = build_training(cfg, log, progress)
+        t = build_training(cfg, log, progress, processes)
         optimizer, scheduler = build_optimizer(t.policy, cfg.optim, cfg.train.steps)
         parts = {"policy": t.policy, "optimizer": optimizer, "scheduler": scheduler, "reference": t.schedule,
                  "source": t.source, "log": log, "rng": GlobalRng()}
@@ -256,11 +283,13 @@ def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: d
         with progress(total=cfg.train.steps, desc=f"{cfg.mode} training") as bar:
             bar.update(start)
             steps_done = train(
-                t.policy, t.schedule, t.source, t.evaluator, build_objective(cfg.loss), cfg.optim,
+                t.policy, t.schedule, t.source, t.evaluator, build_objective(cfg.loss, cfg.train.packing), cfg.optim,
                 LoopConfig(cfg.train.steps, cfg.train.eval_every, start), log, bar,
-                optimizer=optimizer, scheduler=scheduler, checkpoints=checkpoints,
+                optimizer=optimizer, scheduler=scheduler, checkpoints=checkpoints if processes.is_main else None,
+                processes=processes,
             )
-        save_model(t.policy, t.tokenizer, run_dir / "policy")
+        if processes.is_main:
+            save_model(t.policy, t.tokenizer, run_dir / "policy")
     except BaseException:
         if checkpoints is not None and checkpoints.last is not None:
             log.note(last_checkpoint=str(checkpoints.last))
@@ -270,10 +299,13 @@ def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: d
     return run_dir
 
 
-def _trainable_copy(model: torch.nn.Module) -> torch.nn.Module:
+def _trainable_copy(model: torch.nn.Module, lora: LoraConfig, seed: int) -> torch.nn.Module:
+    """π_θ: a copy of π_sft with every weight trainable, or (model.lora.r > 0) frozen, with LoRA adapters that train.
+
+    The one place the config chooses adapters; what follows (π_ref's schedule, the saved policy) asks the model."""
     import copy
 
     policy = copy.deepcopy(model)
-    policy.requires_grad_(True)
+    policy = add_adapters(policy, lora, seed) if lora.r > 0 else policy.requires_grad_(True)
     policy.train()
     return policy

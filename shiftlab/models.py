@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from shiftlab.config import ModelConfig
+from shiftlab.lora import export_model
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -117,7 +118,8 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def save_model(model, tokenizer, directory: Path) -> None:
-    """Hugging Face format, so `AutoModelForCausalLM.from_pretrained(directory)` loads it."""
+    """Hugging Face format, so `AutoModelForCausalLM.from_pretrained(directory)` loads it (a model with LoRA
+    adapters is saved merged, from a copy: see `shiftlab.lora.export_model`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
+    export_model(model).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -17,12 +17,16 @@ from torch import Tensor
 from shiftlab.config import LossConfig, LossName
 from shiftlab.data import PreferenceBatch
 from shiftlab.losses import compute_preference_loss, sequence_logps
+from shiftlab.packing import forward_sequence_logps
 from shiftlab.policy_gradient import policy_gradient_loss
 
 
 class Objective(Protocol):
     def n_units(self, batch) -> int:
         """Training units in the batch (pairs, or rollouts): the loss is their mean."""
+
+    def select(self, batch, lo: int, hi: int):
+        """Units lo..hi-1 of the batch: one data-parallel rank's share."""
 
     def micro_batches(self, batch, parts: int) -> list:
         """Split for gradient accumulation."""
@@ -31,45 +35,44 @@ class Objective(Protocol):
         """Per-unit losses (n,) with gradient, and per-unit statistics (n,) to average into the training row."""
 
 
-def policy_and_reference_logps(policy, ref, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
+def policy_and_reference_logps(policy, ref, batch: PreferenceBatch, packing: bool = False) -> tuple[Tensor, Tensor]:
     """Sequence log-probs (2B,) of chosen+rejected rows in one concatenated forward pass each.
 
     When the batch carries precomputed reference log-probs (a fixed π_ref on a fixed set), π_ref is not run.
+    `packing` (train.packing): both forwards run on the rows laid end to end (shiftlab.packing), so no layer
+    computes on padding; the log-probs are the padded forward's up to float rounding.
     """
-    logits = policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    policy_logps = sequence_logps(logits, batch.input_ids, batch.loss_mask)
+    policy_logps = forward_sequence_logps(policy, batch.input_ids, batch.attention_mask, batch.loss_mask, packing)
     if batch.ref_logps is not None:
         return policy_logps, batch.ref_logps
     with torch.no_grad():
-        ref_logits = ref(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        ref_logps = sequence_logps(ref_logits, batch.input_ids, batch.loss_mask)
+        ref_logps = forward_sequence_logps(ref, batch.input_ids, batch.attention_mask, batch.loss_mask, packing)
     return policy_logps, ref_logps
 
 
 class PreferenceObjective:
-    def __init__(self, cfg: LossConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: LossConfig, packing: bool = False):
+        self.cfg, self.packing = cfg, packing
         self.options = {"label_smoothing": cfg.label_smoothing} if cfg.label_smoothing else {}
 
     def n_units(self, batch: PreferenceBatch) -> int:
         return batch.n_pairs
 
+    def select(self, batch: PreferenceBatch, lo: int, hi: int) -> PreferenceBatch:
+        """Pairs lo..hi-1, their chosen and rejected rows kept aligned."""
+        b = batch.n_pairs
+        rows = torch.cat([torch.arange(lo, hi), torch.arange(b + lo, b + hi)])
+        ref_logps = None if batch.ref_logps is None else batch.ref_logps[rows]
+        return PreferenceBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.loss_mask[rows],
+                               hi - lo, 0, ref_logps=ref_logps)
+
     def micro_batches(self, batch: PreferenceBatch, parts: int) -> list[PreferenceBatch]:
-        """Each micro-batch keeps its chosen/rejected halves aligned."""
         b = batch.n_pairs
         bounds = [round(i * b / parts) for i in range(parts + 1)]
-        out = []
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if hi <= lo:
-                continue
-            rows = torch.cat([torch.arange(lo, hi), torch.arange(b + lo, b + hi)])
-            ref_logps = None if batch.ref_logps is None else batch.ref_logps[rows]
-            out.append(PreferenceBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.loss_mask[rows],
-                                       hi - lo, 0, ref_logps=ref_logps))
-        return out
+        return [self.select(batch, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
     def losses(self, policy, ref, batch: PreferenceBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        policy_logps, ref_logps = policy_and_reference_logps(policy, ref, batch)
+        policy_logps, ref_logps = policy_and_reference_logps(policy, ref, batch, self.packing)
         m = batch.n_pairs
         out = compute_preference_loss(
             self.cfg.name.value, policy_logps[:m], policy_logps[m:], ref_logps[:m], ref_logps[m:], self.cfg.beta,
@@ -105,6 +108,9 @@ class RolloutBatch:
     def select(self, rows: Tensor) -> RolloutBatch:
         return RolloutBatch(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
 
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        return RolloutBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
 
 class PolicyGradientObjective:
     def __init__(self, cfg: LossConfig):
@@ -112,6 +118,9 @@ class PolicyGradientObjective:
 
     def n_units(self, batch: RolloutBatch) -> int:
         return len(batch)
+
+    def select(self, batch: RolloutBatch, lo: int, hi: int) -> RolloutBatch:
+        return batch.select(torch.arange(lo, hi))
 
     def micro_batches(self, batch: RolloutBatch, parts: int) -> list[RolloutBatch]:
         return [batch.select(rows) for rows in torch.arange(len(batch)).tensor_split(parts) if len(rows)]
@@ -130,5 +139,6 @@ class PolicyGradientObjective:
         }
 
 
-def build_objective(cfg: LossConfig) -> Objective:
-    return PolicyGradientObjective(cfg) if cfg.name is LossName.rloo else PreferenceObjective(cfg)
+def build_objective(cfg: LossConfig, packing: bool = False) -> Objective:
+    """`packing` (train.packing) applies to the preference forwards; rollouts are scored padded."""
+    return PolicyGradientObjective(cfg) if cfg.name is LossName.rloo else PreferenceObjective(cfg, packing)

@@ -88,17 +88,22 @@ def packed_sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, atten
     """(N,) float32 log π(response | prompt) of each row of a right-padded batch, from one packed forward pass.
 
     The same quantity as `shiftlab.losses.sequence_logps(model(input_ids, attention_mask).logits, ...)`.
-    The log-softmax runs only at label positions, which are all this needs.
+    The LM head and the log-softmax run only at label positions, which are all this needs: every model type in
+    `PACKABLE_MODEL_TYPES` computes its logits as `lm_head(last hidden state)`, nothing after it.
     """
     packed = pack_rows(input_ids, attention_mask, loss_mask, filler_id=int(input_ids[0, 0]))
-    logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).logits  # (R, W, V)
-    # logits at slot t predict the token at slot t + 1: label slots are t + 1 with label_mask set
+    hidden = model.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                              use_cache=False).last_hidden_state  # (R, W, C), final norm included
+    # the state at slot t predicts the token at slot t + 1: label slots are t + 1 with label_mask set
     labels = packed.label_mask[:, 1:]  # (R, W-1)
-    scores = logits[:, :-1][labels].float()  # (L, V): only the rows that are scored
+    scores = model.get_output_embeddings()(hidden[:, :-1][labels]).float()  # (L, V): only the rows that are scored
     targets = packed.input_ids[:, 1:][labels]  # (L,)
     token = torch.log_softmax(scores, dim=-1).gather(-1, targets[:, None]).squeeze(-1)  # (L,)
-    out = torch.zeros(packed.n_sequences, dtype=torch.float32, device=token.device)
-    return out.index_add(0, packed.source_row[:, 1:][labels], token)
+    # back to each token's place in the padded batch (a sequence's position id is its column there), then one sum
+    # per row: unlike index_add (atomic adds on CUDA), every row is summed in one fixed order on every device
+    rows, cols = packed.source_row[:, 1:][labels], packed.position_ids[:, 1:][labels]
+    grid = torch.zeros(input_ids.shape, dtype=torch.float32, device=token.device)  # (N, T)
+    return grid.index_put((rows, cols), token).sum(-1)
 
 
 def can_pack(model: torch.nn.Module) -> bool:
@@ -117,12 +122,17 @@ def can_pack(model: torch.nn.Module) -> bool:
 
 
 def forward_sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           loss_mask: torch.Tensor) -> torch.Tensor:
-    """(N,) log π(response | prompt) of each row: one packed forward where `can_pack(model)`, else one padded one.
+                           loss_mask: torch.Tensor, packing: bool = True) -> torch.Tensor:
+    """(N,) log π(response | prompt) of each row: one packed forward where `packing` and `can_pack(model)`, else
+    one padded forward.
 
-    `use_cache=False`: a training forward has no use for the KV cache, and building it copies every key and value.
+    Both layouts are deterministic (the same inputs on the same number of threads give the same bits, in any
+    process), but they differ from each other in the last float digits, so which one a run uses is part of its
+    config (`train.packing`). The padded forward is exactly the call the training step has always made: a run
+    without packing keeps its bits. (Not even `use_cache=False`: with attention dropout on, SDPA's math kernel then
+    reads a strided key instead of the cache's contiguous copy, and gradients change in the last bit.)
     """
-    if can_pack(model):
+    if packing and can_pack(model):
         return packed_sequence_logps(model, input_ids, attention_mask, loss_mask)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     return sequence_logps(logits, input_ids, loss_mask)

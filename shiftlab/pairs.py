@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
+import torch
 
 from shiftlab.config import Pairing
 from shiftlab.sampling import Completions
@@ -83,3 +84,23 @@ def pair_round(labelled: LabelledRound, pairing: Pairing) -> tuple[list[PairInde
     triples, ties = form_pairs(labelled.rewards.reshape(n_prompts, k), usable, pairing)
     pairs = [PairIndex(p, p * k + i, p * k + j) for p, i, j in triples]
     return pairs, {"ties": ties, "empty_responses": int((~usable).sum())}
+
+
+def merge_rounds(parts: Sequence[LabelledRound]) -> LabelledRound:
+    """Rounds labelled on disjoint, consecutive slices of the prompts (data-parallel ranks, in rank order) as one
+    round: prompt-major order is kept, so pairing the merged round equals pairing the whole round at once."""
+    if len({part.k for part in parts}) != 1:
+        raise ValueError(f"rounds with different k cannot be merged: {[part.k for part in parts]}")
+    completions = Completions(
+        prompt_ids=[ids for part in parts for ids in part.completions.prompt_ids],
+        response_ids=[ids for part in parts for ids in part.completions.response_ids],
+        ended=[flag for part in parts for flag in part.completions.ended],
+        logps=torch.cat([part.completions.logps.reshape(-1).float() for part in parts]),
+    )
+    return LabelledRound(
+        completions,
+        [text for part in parts for text in part.prompt_texts],
+        [text for part in parts for text in part.response_texts],
+        np.concatenate([np.asarray(part.rewards, dtype=np.float64).reshape(-1) for part in parts]),
+        parts[0].k,
+    )

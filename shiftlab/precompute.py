@@ -19,22 +19,25 @@ from shiftlab.packing import forward_sequence_logps
 
 
 @torch.no_grad()
-def reference_logps(ref: torch.nn.Module, batch: PreferenceBatch) -> torch.Tensor:
-    """(2B,) float32 log π_ref of each row of the batch, chosen rows then rejected rows."""
+def reference_logps(ref: torch.nn.Module, batch: PreferenceBatch, packing: bool = False) -> torch.Tensor:
+    """(2B,) float32 log π_ref of each row of the batch, chosen rows then rejected rows; `packing`: the packed
+    forward (as the training step runs it with train.packing), else the padded one."""
     was_training = ref.training
     ref.eval()
-    logps = forward_sequence_logps(ref, batch.input_ids, batch.attention_mask, batch.loss_mask)
+    logps = forward_sequence_logps(ref, batch.input_ids, batch.attention_mask, batch.loss_mask, packing)
     ref.train(was_training)
     return logps
 
 
 def precompute_reference_logps(
-    ref: torch.nn.Module, collator: PreferenceCollator, pairs: Sequence[PreferencePair], batch_size: int = 64
+    ref: torch.nn.Module, collator: PreferenceCollator, pairs: Sequence[PreferencePair], batch_size: int = 64,
+    packing: bool = False,
 ) -> torch.Tensor:
     """(N, 2) float32 table: column 0 = log π_ref(chosen | prompt), column 1 = log π_ref(rejected | prompt).
 
     Pairs are batched in order of length so that little of the forward is spent on padding; the table is in the
-    order of `pairs`.
+    order of `pairs`. It depends only on π_ref, the pairs and the arguments (no random draw, no state), so a
+    resumed run rebuilds exactly the table it started with.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -43,10 +46,11 @@ def precompute_reference_logps(
     lengths = [len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in pairs]  # characters: a cheap proxy
     order = sorted(range(len(pairs)), key=lengths.__getitem__)
     table = torch.empty(len(pairs), 2)
+    device = next(ref.parameters()).device
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        values = reference_logps(ref, collator([pairs[i] for i in rows]))  # (2b,)
-        table[rows] = values.view(2, len(rows)).T.float()
+        values = reference_logps(ref, collator([pairs[i] for i in rows]).to(device), packing)  # (2b,)
+        table[rows] = values.view(2, len(rows)).T.float().cpu()
     return table
 
 

@@ -6,6 +6,10 @@
   (TR-DPO, Gorbatovski et al. 2024, eq. 4).
 π_sft is kept apart in every schedule, so KL(π_θ‖π_sft) is always measurable. A schedule that owns its π_ref
 saves it in `state_dict()`: after a refresh it is a model no other file holds.
+
+When π_θ carries LoRA adapters (model.lora.r > 0), a refreshed π_ref is π_θ's own frozen base, seen with the
+adapters off, and a refresh merges (α of) the adapters into that base (`MergeRefresh`, see shiftlab/lora.py): no
+copy of π_ref is held, and the checkpoint of π_θ carries it. A fixed π_ref stays π_sft itself.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Protocol
 import torch
 
 from shiftlab.config import ReferenceConfig, ReferenceKind
+from shiftlab.lora import AdapterDisabledReference, has_adapters, merge_adapters
 from shiftlab.models import frozen_copy
 
 
@@ -80,6 +85,30 @@ class SoftRefresh(_OwnedReference):
         return {"event": "refresh", "kind": "soft", "alpha": self.alpha}
 
 
+class MergeRefresh:
+    """π_ref = π_θ's base with its adapters off; every `refresh_every` steps W ← W + α·ΔW and B ← (1−α)·B, which
+    leaves π_θ as it was and gives π_ref ← α·π_θ + (1−α)·π_ref exactly (α = 1: the hard refresh)."""
+
+    def __init__(self, policy: torch.nn.Module, refresh_every: int, alpha: float, kind: ReferenceKind):
+        self.ref = AdapterDisabledReference(policy)
+        self.refresh_every, self.alpha = refresh_every, alpha
+        self.moved = {"event": "refresh", "kind": kind.value} | ({"alpha": alpha} if kind is ReferenceKind.soft else {})
+
+    def after_step(self, policy: torch.nn.Module, steps_done: int) -> dict | None:
+        if steps_done % self.refresh_every:
+            return None
+        if policy is not self.ref.policy:
+            raise ValueError("MergeRefresh moves the base of the π_θ it was built with; it was given another model")
+        merge_adapters(policy, self.alpha)
+        return dict(self.moved)
+
+    def state_dict(self) -> dict:
+        return {}  # π_ref's weights are π_θ's base weights, which the policy's own checkpoint holds
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 @torch.no_grad()
 def copy_parameters(source: torch.nn.Module, target: torch.nn.Module) -> None:
     for dst, src in _paired_tensors(source, target):
@@ -105,9 +134,16 @@ def _paired_tensors(source: torch.nn.Module, target: torch.nn.Module):
     return zip(dst, src)
 
 
-def build_reference_schedule(cfg: ReferenceConfig, sft: torch.nn.Module) -> ReferenceSchedule:
+def build_reference_schedule(
+    cfg: ReferenceConfig, sft: torch.nn.Module, policy: torch.nn.Module | None = None
+) -> ReferenceSchedule:
+    """`policy`: π_θ, consulted only for whether it carries adapters (then a refresh merges them, no copy)."""
     if cfg.kind is ReferenceKind.fixed:
+        # with adapters too: π_θ's base is a copy of π_sft that nothing writes, so π_sft is already that π_ref
+        # (and, being π_sft, shares its evaluation forward passes and its precomputed log-probs)
         return FixedReference(sft)
+    if policy is not None and has_adapters(policy):
+        return MergeRefresh(policy, cfg.refresh_every, 1.0 if cfg.kind is ReferenceKind.hard else cfg.alpha, cfg.kind)
     if cfg.kind is ReferenceKind.hard:
         return HardRefresh(sft, cfg.refresh_every)
     return SoftRefresh(sft, cfg.refresh_every, cfg.alpha)

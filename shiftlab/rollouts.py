@@ -38,7 +38,7 @@ class OnPolicyRollouts(OnPolicyPairs):
 
     def _sample_rollouts(self, policy: torch.nn.Module, step: int, data: StepData) -> None:
         prompts = self.rng.choice(len(self.prompt_ids), size=self.prompts_per_round, replace=False)
-        labelled, seconds = self._label(policy, prompts)
+        labelled, seconds = self._label(policy, prompts, step, attempt=0)
         n = len(labelled.completions)
         data.counts |= {"policy_samples": n, "oracle_calls": n}
         data.stats |= seconds
@@ -57,8 +57,10 @@ class OnPolicyRollouts(OnPolicyPairs):
         c = labelled.completions
         seq = completions_to_batch(c, self.eos_token_id, self.pad_token_id)
         self.sft.eval()
+        seq = seq.to(next(self.sft.parameters()).device)
         sft_logits = self.sft(input_ids=seq.input_ids, attention_mask=seq.attention_mask).logits
-        sft_logps = sequence_logps(sft_logits, seq.input_ids, seq.loss_mask)
+        sft_logps = sequence_logps(sft_logits, seq.input_ids, seq.loss_mask).cpu()
+        seq = seq.to("cpu")
         rewards = torch.as_tensor(labelled.rewards, dtype=torch.float32)
         penalised = kl_penalised_rewards(rewards, c.logps, sft_logps, self.beta_rl)
         return RolloutBatch(

@@ -162,3 +162,34 @@ class RunLog:
         tmp = self.dir / "run.json.tmp"
         tmp.write_text(json.dumps(self._meta, indent=2), encoding="utf-8")
         os.replace(tmp, self.dir / "run.json")
+
+
+class NullRunLog:
+    """The run log of a data-parallel rank other than 0: the same calls, nothing written (rank 0 writes the one log)."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {"pairs_seen": 0, "oracle_calls": 0, "policy_samples": 0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def count(self, **increments: int) -> None:
+        for key, value in increments.items():
+            self.counters[key] += value
+
+    def note(self, **meta: Any) -> None: ...
+
+    def metrics(self, step: int, values: Mapping[str, Any]) -> None: ...
+
+    def event(self, step: int, event: str, **details: Any) -> None: ...
+
+    def curve(self, step: int, name: str, t: list[int], value: list[float], stderr: list[float]) -> None: ...
+
+    def samples(self, step: int, rows: list[Mapping[str, Any]]) -> None: ...
+
+    def sft_rows(self, rows: list[Mapping[str, Any]]) -> None: ...
+
+    def finish(self, status: str, steps: int) -> None: ...

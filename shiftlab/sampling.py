@@ -119,7 +119,7 @@ def _sample_chunk(model, prompts, max_new_tokens, eos_token_id, pad_token_id, ge
     lengths = torch.zeros(n, dtype=torch.long, device=device)
     for t in range(max_new_tokens):
         log_probs = torch.log_softmax(next_logits.float(), dim=-1)  # (n, V)
-        token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)  # (n,)
+        token = _draw(log_probs.exp(), generator)  # (n,)
         token = torch.where(alive, token, torch.full_like(token, pad_token_id))
         logps += torch.where(alive, log_probs.gather(-1, token[:, None]).squeeze(-1), torch.zeros_like(logps))
         tokens[:, t] = token
@@ -144,9 +144,19 @@ def _sample_chunk(model, prompts, max_new_tokens, eos_token_id, pad_token_id, ge
     return responses, ended.tolist(), logps.cpu()
 
 
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row. A generator lives on one device: a CPU generator (checkpointed with the run) draws on
+    the CPU even when the model runs on a GPU, so the same seed gives the same tokens on either."""
+    if generator is None or generator.device == probs.device:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(probs.device)
+
+
 def _cache_argument(model: torch.nn.Module) -> str:
-    """transformers 5 renamed `past_key_values` to `cache`; accept both so older releases keep working."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """transformers 5 renamed `past_key_values` to `cache`; accept both so older releases keep working. A peft
+    wrapper's forward takes **kwargs and hands them on, so the model it wraps is the one to ask."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def _returned_cache(out):

@@ -54,7 +54,8 @@ def train_sft(model, tokenizer, texts: Sequence[str], cfg: SFTConfig, max_length
             order += rng.permutation(len(rows)).tolist()
         picked, order = order[: cfg.batch_size], order[cfg.batch_size :]
         input_ids, attention_mask, labels = _batch([rows[i] for i in picked], tokenizer.pad_token_id)
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        device = next(model.parameters()).device
+        loss = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -24,8 +24,10 @@ import torch
 from shiftlab.checkpoint import CheckpointError
 from shiftlab.config import Pairing
 from shiftlab.data import PreferenceBatch, PreferenceCollator, PreferencePair
+from shiftlab.distributed import SINGLE, Processes
 from shiftlab.models import frozen_copy
-from shiftlab.pairs import LabelledRound, Oracle, PairIndex, label_round, pair_round
+from shiftlab.pairs import LabelledRound, Oracle, PairIndex, label_round, merge_rounds, pair_round
+from shiftlab.precompute import attach_reference_logps
 from shiftlab.reference import copy_parameters
 from shiftlab.sampling import pack_sequences, sample_completions
 
@@ -63,11 +65,18 @@ class OfflinePairs:
         seed: int,
         behaviour: torch.nn.Module | None,
         probe_size: int,
+        ref_logps: torch.Tensor | None = None,
     ):
+        """`ref_logps`: an (N, 2) table of log π_ref(chosen), log π_ref(rejected) for a fixed π_ref
+        (shiftlab.precompute); each batch then carries its rows, and the step skips π_ref's forward. Not saved in
+        checkpoints: it is rebuilt from the config, bit for bit."""
         if not pairs:
             raise ValueError("the offline preference set is empty: nothing to train on")
+        if ref_logps is not None and tuple(ref_logps.shape) != (len(pairs), 2):
+            raise ValueError(f"ref_logps must be ({len(pairs)}, 2), one row per pair; got {tuple(ref_logps.shape)}")
         self.pairs = list(pairs)
         self.collator = collator
+        self.ref_logps = ref_logps
         self.batch_size = min(batch_size, len(self.pairs))
         self.rng = np.random.default_rng(seed)
         self.behaviour = behaviour
@@ -100,6 +109,8 @@ class OfflinePairs:
             self._order += self.rng.permutation(len(self.pairs)).tolist()
         rows, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
         batch = self.collator([self.pairs[i] for i in rows])
+        if self.ref_logps is not None:
+            batch = attach_reference_logps(batch, self.ref_logps, rows)
         return StepData(batch, stats={"data/truncated": batch.n_truncated})
 
     def probe(self) -> Probe:
@@ -126,8 +137,10 @@ class OnPolicyPairs:
         seed: int,
         probe_size: int,
         template: torch.nn.Module | None = None,
+        processes: Processes = SINGLE,
     ):
-        """`template`: a model of π_θ's architecture (π_sft), copied to hold a restored behaviour snapshot."""
+        """`template`: a model of π_θ's architecture (π_sft), copied to hold a restored behaviour snapshot.
+        `processes`: data-parallel ranks; each samples and labels its share of every round's prompts."""
         if prompts_per_round > len(prompt_ids):
             raise ValueError(
                 f"source.prompts_per_round={prompts_per_round} but the task has only {len(prompt_ids)} training prompts"
@@ -141,6 +154,7 @@ class OnPolicyPairs:
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.probe_size, self.template = probe_size, template
+        self.processes, self.seed = processes, seed
         self.behaviour: torch.nn.Module | None = None  # snapshot of π_θ at the latest round
         self.round_step = -1
         self._order: list[int] = []
@@ -164,7 +178,7 @@ class OnPolicyPairs:
     def _sample_round(self, policy: torch.nn.Module, step: int, data: StepData) -> None:
         for attempt in range(self.max_resample + 1):
             prompts = self.rng.choice(len(self.prompt_ids), size=self.prompts_per_round, replace=False)
-            labelled, seconds = self._label(policy, prompts)
+            labelled, seconds = self._label(policy, prompts, step, attempt)
             pairs, dropped = pair_round(labelled, self.pairing)
             data.counts["policy_samples"] = data.counts.get("policy_samples", 0) + len(labelled.completions)
             data.counts["oracle_calls"] = data.counts.get("oracle_calls", 0) + len(labelled.completions)
@@ -182,20 +196,33 @@ class OnPolicyPairs:
         self._order = []
         self._snapshot(policy)
 
-    def _label(self, policy: torch.nn.Module, prompts: np.ndarray) -> tuple[LabelledRound, dict[str, float]]:
+    def _label(self, policy: torch.nn.Module, prompts: np.ndarray, step: int, attempt: int) -> tuple[LabelledRound, dict[str, float]]:
+        """Sample k completions per prompt from π_θ and score them; under data parallelism each rank takes its
+        share of the prompts and every rank gets the whole round back, in prompt order."""
         start = time.perf_counter()
+        lo, hi = self.processes.shard(len(prompts))
+        mine = prompts[lo:hi]
         completions = sample_completions(
             policy,
-            [self.prompt_ids[i] for i in prompts],
+            [self.prompt_ids[i] for i in mine],
             k=self.k,
             max_new_tokens=self.max_new_tokens,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
-            generator=self.generator,
+            generator=self._round_generator(step, attempt),
         )
         sampled = time.perf_counter()
-        labelled = label_round(completions, [self.prompt_texts[i] for i in prompts], self.k, self.decode, self.oracle)
+        labelled = label_round(completions, [self.prompt_texts[i] for i in mine], self.k, self.decode, self.oracle)
+        labelled = merge_rounds(self.processes.gather(labelled)) if self.processes.distributed else labelled
         return labelled, {"time/sample": sampled - start, "time/label": time.perf_counter() - sampled}
+
+    def _round_generator(self, step: int, attempt: int) -> torch.Generator:
+        """One process draws from its own continuing generator. Ranks draw from a generator seeded by
+        (seed, step, attempt, rank): distinct streams that a resumed run recreates without saving them."""
+        if not self.processes.distributed:
+            return self.generator
+        key = np.random.SeedSequence([self.seed, step, attempt, self.processes.rank]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(key))
 
     def _pair_ids(self, labelled: LabelledRound, pair: PairIndex) -> tuple[list[int], list[int], list[int]]:
         c = labelled.completions

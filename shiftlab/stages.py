@@ -162,7 +162,9 @@ def local_stamp(path: str | None) -> list | None:
 
 def sft_fingerprint(cfg: ShiftlabConfig) -> str:
     stamps = [local_stamp(p) for p in (cfg.task.corpus_dir, cfg.task.dataset.path, cfg.task.preferences_path, cfg.model.name_or_path)]
-    return fingerprint(cfg.task, cfg.model, cfg.sft, cfg.train.max_length, stamps)
+    # model.lora shapes π_θ, not π_sft: a LoRA run shares the cached π_sft (and the cache keys from before it existed)
+    model = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model) if f.name != "lora"}
+    return fingerprint(cfg.task, model, cfg.sft, cfg.train.max_length, stamps)
 
 
 def build_sft(cfg: ShiftlabConfig, world: World, cache_dir: Path, progress_factory) -> tuple[Any, Any, list[dict], bool]:

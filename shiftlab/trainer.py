@@ -14,6 +14,7 @@ import torch
 
 from shiftlab.config import LossConfig, OptimConfig, OptimizerName
 from shiftlab.data import PreferenceBatch
+from shiftlab.distributed import SINGLE, Processes
 from shiftlab.objectives import Objective, PreferenceObjective, policy_and_reference_logps  # noqa: F401 (re-export)
 from shiftlab.reference import ReferenceSchedule
 from shiftlab.runlog import RunLog
@@ -40,19 +41,27 @@ def loss_options(cfg: LossConfig) -> dict[str, float]:
     return PreferenceObjective(cfg).options
 
 
-def optimizer_step(policy, ref, batch, objective: Objective, optim_cfg: OptimConfig, optimizer, scheduler) -> dict[str, float]:
-    """One optimizer step on a batch (with gradient accumulation): the mean of the objective's per-unit losses."""
+def optimizer_step(
+    policy, ref, batch, objective: Objective, optim_cfg: OptimConfig, optimizer, scheduler, processes: Processes = SINGLE
+) -> dict[str, float]:
+    """One optimizer step on a batch (with gradient accumulation): the mean of the objective's per-unit losses.
+
+    `batch` is the global batch; each data-parallel rank computes its share, and the summed gradients and
+    statistics are those of one process computing the whole batch (see `shiftlab.distributed`)."""
     policy.train()
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     n = objective.n_units(batch)
-    for micro in objective.micro_batches(batch, optim_cfg.grad_accum):
-        losses, stats = objective.losses(policy, ref, micro)
+    mine = objective.select(batch, *processes.shard(n)) if processes.distributed else batch
+    for micro in objective.micro_batches(mine, optim_cfg.grad_accum):
+        losses, stats = objective.losses(policy, ref, micro.to(processes.device))
         (losses.sum() / n).backward()
         for key, values in stats.items():
             sums[key] = sums.get(key, 0.0) + float(values.sum())
-    stats = {key: value / n for key, value in sums.items()}
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), optim_cfg.grad_clip))
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    processes.sum_gradients(trainable)
+    stats = {key: value / n for key, value in processes.sum_floats(sums).items()}
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, optim_cfg.grad_clip))
     # checked before the optimizer moves: the weights stay those of the last finite step
     if not math.isfinite(stats["loss"]):
         raise NonFiniteError(f"loss is {stats['loss']}")
@@ -107,6 +116,7 @@ def train(
     optimizer=None,
     scheduler=None,
     checkpoints: Checkpoints | None = None,
+    processes: Processes = SINGLE,
 ) -> int:
     """Train for `loop.steps` optimizer steps, evaluating at step 0, every `eval_every` steps and at the end.
 
@@ -125,7 +135,7 @@ def train(
                 log.metrics(step, evaluate(policy, schedule.ref, step))
             if step == loop.steps:
                 break
-            _train_step(policy, schedule, source, objective, optim_cfg, optimizer, scheduler, log, step)
+            _train_step(policy, schedule, source, objective, optim_cfg, optimizer, scheduler, log, step, processes=processes)
         except NonFiniteError as err:
             log.event(step, "non_finite", message=str(err))
             kept = checkpoints.last if checkpoints is not None else None
@@ -136,14 +146,14 @@ def train(
     return loop.steps
 
 
-def _train_step(policy, schedule: ReferenceSchedule, source: PairSource, objective: Objective, optim_cfg, optimizer, scheduler, log: RunLog, step: int) -> None:
+def _train_step(policy, schedule: ReferenceSchedule, source: PairSource, objective: Objective, optim_cfg, optimizer, scheduler, log: RunLog, step: int, *, processes: Processes) -> None:
     data = source.next_batch(policy, step)
     log.count(**data.counts)
     for event in data.events:
         log.event(step, **event)
     if data.batch is not None:
         start = time.perf_counter()
-        stats = optimizer_step(policy, schedule.ref, data.batch, objective, optim_cfg, optimizer, scheduler)
+        stats = optimizer_step(policy, schedule.ref, data.batch, objective, optim_cfg, optimizer, scheduler, processes)
         log.count(pairs_seen=objective.n_units(data.batch))
         log.metrics(step, {**stats, **data.stats, "time/train": time.perf_counter() - start})
     moved = schedule.after_step(policy, step + 1)

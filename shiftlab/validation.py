@@ -6,13 +6,17 @@ Each failure raises `ConfigError` naming the key, at start-up, before anything i
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
+
+import torch
 
 from shiftlab.config import (
     LOCAL_FILE_SUFFIXES,
     MODEL_DTYPES,
     ColumnsConfig,
     CorpusKind,
+    LoraConfig,
     LossName,
     OracleConfig,
     OracleKind,
@@ -130,9 +134,12 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
         )
         _check(cfg.model.n_embd % cfg.model.n_head == 0, "model.n_embd", "divisible by model.n_head", cfg.model.n_embd)
     _check(cfg.model.dtype in MODEL_DTYPES, "model.dtype", ", ".join(MODEL_DTYPES), cfg.model.dtype)
+    _check(_is_device(cfg.train.device), "train.device", "auto, cpu, cuda, cuda:N or mps", cfg.train.device)
     if cfg.task.corpus is CorpusKind.directory:
         _check(bool(cfg.task.corpus_dir), "task.corpus_dir", "a directory path when task.corpus=directory", cfg.task.corpus_dir)
     _validate_objective(cfg)
+    _validate_speedups(cfg)
+    _validate_lora(cfg.model.lora)
     _validate_task_data(cfg.task)
     _validate_oracle(cfg.oracle)
     return cfg
@@ -177,6 +184,36 @@ def _validate_oracle(oracle: OracleConfig) -> None:
         _check(bool(module and attr), "oracle.function", '"package.module:attr" when oracle.kind=function', oracle.function)
 
 
+def _validate_lora(lora: LoraConfig) -> None:
+    _check(lora.r >= 0, "model.lora.r", "≥ 0 (0: no adapters)", lora.r)
+    _check(math.isfinite(lora.alpha) and lora.alpha > 0, "model.lora.alpha", "a finite number > 0", lora.alpha)
+    _check(0 <= lora.dropout < 1, "model.lora.dropout", "in [0, 1)", lora.dropout)
+    if lora.r == 0:
+        return
+    _check(
+        bool(lora.target_modules) and all(isinstance(m, str) and m.strip() for m in lora.target_modules),
+        "model.lora.target_modules", 'a non-empty list of module names, or ["all-linear"]', lora.target_modules,
+    )
+    # checked here, not where the adapters are added: that is after π_sft has been trained
+    _check(
+        importlib.util.find_spec("peft") is not None, "model.lora.r",
+        "0 unless peft is installed (pip install 'peft>=0.13', or the project's [lora] extra)", lora.r,
+    )
+
+
+def _validate_speedups(cfg: ShiftlabConfig) -> None:
+    """Options that only change how a quantity is computed must not be set where they would silently do nothing."""
+    if cfg.reference.precompute_logps:
+        # a table of log π_ref is only valid while both π_ref and the pairs stay fixed
+        _check(
+            cfg.reference.kind is ReferenceKind.fixed and cfg.source.kind is SourceKind.offline,
+            "reference.precompute_logps", "false unless reference=fixed and source=offline (mode=offline)",
+            f"true with reference={cfg.reference.kind.value}, source={cfg.source.kind.value}",
+        )
+    if cfg.train.packing:
+        _check(cfg.loss.name is not LossName.rloo, "train.packing", "false with loss=rloo (rollouts are scored padded)", True)
+
+
 def _validate_objective(cfg: ShiftlabConfig) -> None:
     """Pairs feed preference losses and rollouts feed policy gradients: the two must be chosen together."""
     rl = cfg.loss.name is LossName.rloo
@@ -197,3 +234,12 @@ def _validate_objective(cfg: ShiftlabConfig) -> None:
         "1 unless loss.clip is set (reusing samples without the PPO clip is an unbounded off-policy update)",
         cfg.source.sample_every,
     )
+
+
+def _is_device(name: str) -> bool:
+    if name == "auto":
+        return True
+    try:
+        return torch.device(name).type in ("cpu", "cuda", "mps")
+    except (RuntimeError, ValueError):
+        return False

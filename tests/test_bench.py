@@ -186,6 +186,9 @@ def test_bench_script_quick_run_writes_the_report(tmp_path):
         assert title in md
     sections = {row["section"] for row in csv.DictReader((out / "bench.csv").open())}
     assert {"limit", "sampling", "scaling"} <= sections
+    assert "tiny · packed step ÷ matmul (real-token FLOPs)" in md  # train.packing=true beside the default step
+    if "trl" in sections:
+        assert "tiny · live reference · shiftlab packed ÷ TRL" in md and "precomputed reference · shiftlab ÷ TRL" in md
 
 
 @pytest.mark.slow

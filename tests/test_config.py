@@ -76,8 +76,28 @@ def test_unknown_enum_value_fails():
     [("loss.beta=0", "loss.beta"), ("reference.alpha=1.5", "reference.alpha"), ("reference.refresh_every=0", "reference.refresh_every"),
      ("source.k=1", "source.k"), ("preferences.k=1", "preferences.k"), ("train.max_length=0", "train.max_length"),
      ("train.max_prompt_length=64", "train.max_prompt_length"), ("train.max_new_tokens=60", "train.max_new_tokens"), ("optim.lr=-1", "optim.lr"),
-     ("loss.label_smoothing=0.7", "loss.label_smoothing"), ("train.max_length=128", "train.max_length")],
+     ("loss.label_smoothing=0.7", "loss.label_smoothing"), ("train.max_length=128", "train.max_length"),
+     ("train.device=gpu0", "train.device")],
 )
 def test_range_errors_name_the_key(override, key):
     with pytest.raises(ConfigError, match=f"`{key}`"):
         compose_config([override], tiny=False)
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [(["mode=trdpo", "reference.precompute_logps=true"], "reference.precompute_logps"),  # π_ref moves
+     (["mode=oaif", "reference.precompute_logps=true"], "reference.precompute_logps"),  # the pairs move
+     (["mode=rl", "train.packing=true"], "train.packing")],  # rollouts are scored padded
+)
+def test_speed_options_where_they_would_do_nothing_fail_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=f"`{key}`"):
+        compose_config(overrides, tiny=False)
+
+
+def test_speed_options_compose_where_they_apply_and_default_off():
+    cfg = compose_config(["mode=offline", "reference.precompute_logps=true", "train.packing=true"], tiny=False)
+    assert cfg.reference.precompute_logps and cfg.train.packing
+    default = compose_config([], tiny=False)
+    assert not default.reference.precompute_logps and not default.train.packing
+    assert compose_config(["mode=online", "train.packing=true"], tiny=False).train.packing

@@ -3,6 +3,11 @@ model type that `can_pack` admits (built in-process from tiny configs)."""
 
 from __future__ import annotations
 
+import copy
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -97,7 +102,7 @@ def test_packed_gradients_equal_the_padded_forward():
 
 def test_unknown_models_take_the_padded_forward():
     class Plain(torch.nn.Module):
-        def forward(self, input_ids, attention_mask, use_cache):
+        def forward(self, input_ids, attention_mask, use_cache=None):
             assert attention_mask is not None  # never packed
             return type("Out", (), {"logits": torch.zeros(*input_ids.shape, 7)})()
 
@@ -105,3 +110,111 @@ def test_unknown_models_take_the_padded_forward():
     assert not can_pack(Plain())
     uniform = -torch.log(torch.tensor(7.0)).item()  # zero logits over 7 tokens
     assert forward_sequence_logps(Plain(), ids, mask, loss).tolist() == pytest.approx([2 * uniform, uniform])
+
+
+def test_padded_path_is_bit_identical_to_the_plain_forward():
+    # forward_sequence_logps(packing=False) is the default training forward: it must give exactly the bits of the
+    # forward it replaced, gradients included, so seeded runs stay unchanged
+    model = tiny_causal_lm("gpt2").train()  # dropout on: the same seed must give the same draws on both paths
+    g = torch.Generator().manual_seed(2)
+    rows = [torch.randint(1, 50, (n,), generator=g).tolist() for n in (7, 3, 12, 5)]
+    ids, mask, loss = right_padded(rows, [2, 1, 4, 1])
+    out = []
+    for fn in (lambda: sequence_logps(model(input_ids=ids, attention_mask=mask).logits, ids, loss),
+               lambda: forward_sequence_logps(model, ids, mask, loss, packing=False)):
+        model.zero_grad()
+        torch.manual_seed(0)
+        logps = fn()
+        (logps * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
+        out.append((logps.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(out[0][0], out[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(out[0][1], out[1][1]))
+
+
+# A few optimizer steps of the preference objective: padded with a live π_ref (the default), against packed, and
+# against reference log-probs precomputed by `shiftlab.precompute` (packed or not), as `train.packing` and
+# `reference.precompute_logps` wire them. Measured here: packed differs by ≤ 2e-6 in log-probs (≤ 1e-7 relative),
+# ≤ 2e-7 in rewards and loss; the padded precomputed table gave the live values bit for bit (not asserted: its
+# batches have other widths, and kernels may round other shapes differently).
+_STATS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "grad_norm")
+
+
+def _preference_steps(base, collator, pairs, packing: bool, precompute: bool):
+    from shiftlab.config import LossConfig, OptimConfig
+    from shiftlab.models import frozen_copy
+    from shiftlab.objectives import PreferenceObjective
+    from shiftlab.precompute import attach_reference_logps, precompute_reference_logps
+    from shiftlab.trainer import build_optimizer, optimizer_step
+
+    policy, ref = copy.deepcopy(base).train(), frozen_copy(base)
+    optim_cfg = OptimConfig(lr=1e-2, warmup_steps=1)
+    optimizer, scheduler = build_optimizer(policy, optim_cfg, 10)
+    table = precompute_reference_logps(ref, collator, pairs, batch_size=3, packing=packing) if precompute else None
+    objective, stats = PreferenceObjective(LossConfig(), packing), []
+    for rows in ([0, 1, 2, 3], [2, 3, 1, 0], [3, 0, 1, 2]):
+        batch = collator([pairs[i] for i in rows])
+        batch = attach_reference_logps(batch, table, rows) if precompute else batch
+        # with a table π_ref must not run at all: None would fail loudly
+        stats.append(optimizer_step(policy, None if precompute else ref, batch, objective, optim_cfg, optimizer, scheduler))
+    return stats, policy
+
+
+@pytest.mark.parametrize("packing,precompute", [(True, False), (False, True), (True, True)])
+def test_packed_and_precomputed_steps_match_the_padded_live_steps(tiny_tokenizer, packing, precompute):
+    from shiftlab.config import ModelConfig
+    from shiftlab.data import PreferenceCollator, PreferencePair
+    from shiftlab.models import build_model
+
+    pairs = [PreferencePair("the movie was", " great .", " awful !"),
+             PreferencePair("the film", " was good and the acting was fine .", " is bad , boring and too long ."),
+             PreferencePair("i", " loved it .", " hated it . it was ok"),
+             PreferencePair("this film is", " good .", " bad , boring and too long .")]
+    collator = PreferenceCollator(tiny_tokenizer, max_length=24, max_prompt_length=8)
+    torch.manual_seed(0)
+    base = build_model(ModelConfig(n_layer=2, n_head=2, n_embd=16, n_positions=32), len(tiny_tokenizer), 0)  # no dropout
+    expected, expected_policy = _preference_steps(base, collator, pairs, packing=False, precompute=False)
+    actual, policy = _preference_steps(base, collator, pairs, packing, precompute)
+    for a, b in zip(expected, actual):
+        for key in _STATS:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
+    for p, q in zip(expected_policy.parameters(), policy.parameters()):
+        torch.testing.assert_close(q, p, atol=1e-4, rtol=1e-4)
+
+
+_FINGERPRINT = """
+import hashlib, torch
+from transformers import GPT2Config, GPT2LMHeadModel
+from shiftlab.packing import forward_sequence_logps
+
+def fingerprint() -> str:
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=64)).train()
+    g = torch.Generator().manual_seed(3)
+    lengths = [5, 17, 9, 3, 12, 8, 17, 2, 11, 6]
+    ids = torch.zeros(len(lengths), 17, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(1, 50, (n,), generator=g)
+        mask[i, :n] = 1
+    loss = mask.bool() & (torch.arange(17) >= 2)
+    logps = forward_sequence_logps(model, ids, mask, loss, packing=True)
+    (logps * torch.linspace(-1, 1, len(lengths))).sum().backward()
+    blob = logps.detach().numpy().tobytes() + b"".join(p.grad.numpy().tobytes() for p in model.parameters())
+    return hashlib.sha256(blob).hexdigest()
+"""
+
+
+def test_packed_forward_and_backward_are_bit_identical_in_a_fresh_process():
+    # an exact resume runs the packed step in another process: nothing in it (mask construction, the packing plan,
+    # SDPA's kernels, the memory layout) may depend on the process's history
+    scope: dict = {}
+    exec(_FINGERPRINT, scope)
+    here = scope["fingerprint"]()
+    junk = [torch.empty(n) for n in (3, 1001, 77_777)]  # a different heap: other addresses for every tensor
+    assert scope["fingerprint"]() == here
+    del junk
+    child = subprocess.run([sys.executable, "-c", _FINGERPRINT + "\nprint(fingerprint())"], capture_output=True,
+                           text=True, timeout=120, env=os.environ | {"PYTHONHASHSEED": "12345"})
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split()[-1] == here

@@ -42,6 +42,11 @@ FAST = ["sft.steps=20", "train.max_new_tokens=10"]
 CONFIGS = {
     "offline_soft": ["mode=trdpo", "reference=soft", "train.steps=6", "checkpoint.every=2", *FAST],
     "online": ["mode=online", "train.steps=6", "checkpoint.every=2", *FAST],
+    # LoRA: π_ref is π_θ's base (moved by merges, saved inside π_θ), the behaviour snapshot a peft model
+    "online_lora": ["mode=online", "model.lora.r=4", "train.steps=4", "checkpoint.every=2", *FAST],
+    # both speed-ups of a fixed offline set: a table of log π_ref rebuilt (not saved) on resume, packed forwards
+    "offline_fast": ["mode=offline", "reference.precompute_logps=true", "train.packing=true", "train.steps=6",
+                     "checkpoint.every=2", *FAST],
 }
 NO_EVAL = "train.eval_every=100"  # the guard tests stop before evaluations could tell them anything
 
@@ -79,7 +84,8 @@ def _frame(path: Path, name: str) -> pd.DataFrame:
 
 def assert_same_run(expected: Path, actual: Path) -> None:
     for name in LOGS:
-        pd.testing.assert_frame_equal(_frame(expected, name), _frame(actual, name), obj=f"{name}.jsonl")
+        # exact: pandas' default rtol=1e-5 would pass a resume whose forward differs in the last float digits
+        pd.testing.assert_frame_equal(_frame(expected, name), _frame(actual, name), check_exact=True, obj=f"{name}.jsonl")
     a, b = load_file(expected / "policy" / "model.safetensors"), load_file(actual / "policy" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "final policies differ"
     meta = json.loads((actual / "run.json").read_text())
@@ -173,6 +179,32 @@ def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path, cache, un
     run(_config(cache, "offline_soft", "resume=true"), tmp_path / "run")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_at"] == [0]
     assert_same_run(expected, tmp_path / "run")
+
+
+def test_lora_run_stopped_after_a_checkpoint_resumes_exactly(tmp_path, cache, uninterrupted, monkeypatch):
+    pytest.importorskip("peft")
+    expected = uninterrupted("online_lora")
+    with monkeypatch.context() as patch:
+        _stop_at(patch, 3)
+        with pytest.raises(_Stop):
+            run(_config(cache, "online_lora"), tmp_path / "run")
+    run(_config(cache, "online_lora", "resume=true"), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_at"] == [2]
+    assert_same_run(expected, tmp_path / "run")
+
+
+def test_packed_run_on_precomputed_reference_resumes_exactly(tmp_path, cache, uninterrupted, monkeypatch):
+    expected = uninterrupted("offline_fast")
+    with monkeypatch.context() as patch:
+        _stop_at(patch, 3)
+        with pytest.raises(_Stop):
+            run(_config(cache, "offline_fast"), tmp_path / "run")
+    run(_config(cache, "offline_fast", "resume=true"), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_at"] == [2]
+    assert_same_run(expected, tmp_path / "run")  # exact, though the resumed process rebuilt the table
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    precomputed = [e for e in events if e["event"] == "reference_precomputed"]
+    assert len(precomputed) == 1 and precomputed[0]["packing"] is True and precomputed[0]["time/precompute"] >= 0
 
 
 def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, cache, uninterrupted, monkeypatch):
@@ -284,8 +316,8 @@ def test_injected_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
 def test_non_finite_weights_are_never_checkpointed(tmp_path, cache, monkeypatch):
     real = trainer._train_step
 
-    def poison_after_step_3(policy, *args):
-        real(policy, *args)
+    def poison_after_step_3(policy, *args, **kwargs):
+        real(policy, *args, **kwargs)
         if args[-1] == 3:  # the next loss would be NaN, but first comes the checkpoint of step 4
             with torch.no_grad():
                 next(policy.parameters()).view(-1)[0] = float("inf")

@@ -144,3 +144,29 @@ def test_onpolicy_all_ties_are_resampled_then_skipped_without_crashing():
     assert "step_skipped" in names
     assert data.counts["oracle_calls"] == 3 * 9  # every resample is paid for
     assert source.probe() is None
+
+
+def test_offline_pairs_attach_their_rows_of_a_precomputed_reference_table(tiny_tokenizer):
+    import pytest
+
+    from shiftlab.config import LossConfig
+    from shiftlab.data import PreferenceCollator, PreferencePair
+    from shiftlab.objectives import PreferenceObjective
+    from shiftlab.sources import OfflinePairs
+
+    words = ["great", "good", "fine", "bad", "awful", "boring", "long"]
+    pairs = [PreferencePair(f"the movie was {w}", " i loved it .", " i hated it .") for w in words]
+    collator = PreferenceCollator(tiny_tokenizer, max_length=24, max_prompt_length=8)
+    table = torch.arange(2.0 * len(pairs)).view(len(pairs), 2)  # row i: (2i, 2i + 1)
+    source = OfflinePairs(pairs, collator, batch_size=3, seed=0, behaviour=None, probe_size=2, ref_logps=table)
+    plain = OfflinePairs(pairs, collator, batch_size=3, seed=0, behaviour=None, probe_size=2)
+    for step in range(5):  # crosses an epoch boundary
+        batch, same = source.next_batch(None, step).batch, plain.next_batch(None, step).batch
+        rows = (batch.ref_logps[:3] / 2).long().tolist()
+        assert torch.equal(batch.ref_logps[3:], batch.ref_logps[:3] + 1)  # rejected values follow the chosen ones
+        assert torch.equal(batch.input_ids, same.input_ids) and same.ref_logps is None  # the same draws
+        assert torch.equal(collator([pairs[i] for i in rows]).input_ids, batch.input_ids)  # the values of its own pairs
+        halves = PreferenceObjective(LossConfig()).micro_batches(batch, 2)
+        assert torch.cat([m.ref_logps[: m.n_pairs] for m in halves]).tolist() == batch.ref_logps[:3].tolist()
+    with pytest.raises(ValueError, match="one row per pair"):
+        OfflinePairs(pairs, collator, 3, 0, None, 2, ref_logps=table[:-1])

@@ -1,5 +1,7 @@
-"""shiftlab's DPO step as the benchmarks drive it: the trainer's own `preference_step`, with a live reference or
-with precomputed reference log-probs (`batch.ref_logps`, which the trainer reads in place of π_ref's forward)."""
+"""shiftlab's DPO step as the benchmarks drive it: the trainer's own `optimizer_step` on the objective a run builds
+(`build_objective(cfg.loss, cfg.train.packing)`), padded or packed, with a live reference or with precomputed
+reference log-probs (`batch.ref_logps`, which the step reads in place of π_ref's forward, as a run with
+`reference.precompute_logps=true` does)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import torch
 from shiftlab.config import LossConfig, OptimConfig
 from shiftlab.data import PreferenceBatch
 from shiftlab.models import frozen_copy
-from shiftlab.trainer import build_optimizer, preference_step
+from shiftlab.objectives import build_objective
+from shiftlab.trainer import build_optimizer, optimizer_step
 
 
-def run_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, optim_cfg: OptimConfig, optimizer, scheduler) -> dict[str, float]:
+def run_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, optim_cfg: OptimConfig, optimizer, scheduler,
+             packing: bool = False) -> dict[str, float]:
     # with precomputed values π_ref must not run at all: None makes a trainer that would run it fail loudly
     ref = None if batch.ref_logps is not None else ref
-    return preference_step(policy, ref, batch, loss_cfg, optim_cfg, optimizer, scheduler)
+    return optimizer_step(policy, ref, batch, build_objective(loss_cfg, packing), optim_cfg, optimizer, scheduler)
 
 
 @dataclass
@@ -29,17 +33,20 @@ class StepSetup:
     scheduler: object
     loss_cfg: LossConfig
     optim_cfg: OptimConfig
+    packing: bool = False  # train.packing
 
     def step(self, batch: PreferenceBatch) -> dict[str, float]:
-        return run_step(self.policy, self.ref, batch, self.loss_cfg, self.optim_cfg, self.optimizer, self.scheduler)
+        return run_step(self.policy, self.ref, batch, self.loss_cfg, self.optim_cfg, self.optimizer, self.scheduler,
+                        self.packing)
 
 
 def build_step_setup(model: torch.nn.Module, loss_cfg: LossConfig | None = None, optim_cfg: OptimConfig | None = None,
-                     total_steps: int = 1000) -> StepSetup:
-    """π_θ = `model` (trained in place), π_ref = a frozen copy of it; the default loss and optimizer configs."""
+                     total_steps: int = 1000, packing: bool = False) -> StepSetup:
+    """π_θ = `model` (trained in place), π_ref = a frozen copy of it; the default loss and optimizer configs;
+    `packing`: the packed forward (`train.packing=true`)."""
     loss_cfg, optim_cfg = loss_cfg or LossConfig(), optim_cfg or OptimConfig()
     ref = frozen_copy(model)
     model.requires_grad_(True)
     model.train()
     optimizer, scheduler = build_optimizer(model, optim_cfg, total_steps)
-    return StepSetup(model, ref, optimizer, scheduler, loss_cfg, optim_cfg)
+    return StepSetup(model, ref, optimizer, scheduler, loss_cfg, optim_cfg, packing)

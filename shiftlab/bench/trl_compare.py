@@ -1,14 +1,20 @@
 """shiftlab's DPO step against TRL's `DPOTrainer`, side by side in one process.
 
+Each comparison pairs matching modes: a live reference model against TRL's live `ref_model`, and precomputed
+reference log-probs (`reference.precompute_logps=true`) against TRL's `precompute_ref_log_probs=True`. shiftlab
+runs twice in each: padded (its default) and packed (`train.packing=true`). TRL's own packing for DPO,
+`padding_free`, is disabled in TRL 1.16 (it falls back to padding with a warning), so TRL's row is padded in both
+and the packed row compares shiftlab's fastest setting with TRL's fastest.
+
 Same model (same initial weights), same pairs (tokenized to the same ids), same batch size, sequence lengths,
 β, AdamW and float32. TRL runs in its fastest CPU setting: `bf16=False`, no gradient checkpointing (its default
 is on), no reporting, logging or saving, no dataloader workers, and its default fused AdamW. Both are timed from
 "batch ready" to "optimizer stepped": TRL between its `on_step_begin` and `on_step_end` callbacks (its batches
-are collated before the first), shiftlab around `preference_step` on pre-collated batches. Setup — model
+are collated before the first), shiftlab around the trainer's `optimizer_step` on pre-collated batches. Setup — model
 building, TRL's dataset tokenization, either side's reference precompute — is timed separately and left out.
 
-The two run in alternating blocks (ABBA order), so that a machine whose load changes during the benchmark slows
-both alike; each repeat gives one pairs/second per side and one paired ratio.
+The runners take turns in blocks (ABC then CBA), so that a machine whose load changes during the benchmark slows
+all alike; each repeat gives one pairs/second per runner and one paired ratio per shiftlab runner.
 """
 
 from __future__ import annotations
@@ -29,16 +35,19 @@ from shiftlab.bench.workload import Workload, build_bench_model
 from shiftlab.precompute import attach_reference_logps, precompute_reference_logps
 
 TARGET_RATIO = Target(">=", 2.0)
+SHIFTLAB, SHIFTLAB_PACKED = "shiftlab", "shiftlab packed"
 
 
 class ShiftlabRunner:
-    def __init__(self, workload: Workload, size: str, batch_size: int, precompute: bool, seed: int = 0):
-        self.setup = build_step_setup(build_bench_model(size, workload.tokenizer, seed))
+    def __init__(self, workload: Workload, size: str, batch_size: int, precompute: bool, seed: int = 0,
+                 packing: bool = False):
+        self.setup = build_step_setup(build_bench_model(size, workload.tokenizer, seed), packing=packing)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(workload.pairs)).tolist()
         groups = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
         start = time.perf_counter()
-        table = precompute_reference_logps(self.setup.ref, workload.collator, workload.pairs) if precompute else None
+        table = (precompute_reference_logps(self.setup.ref, workload.collator, workload.pairs, packing=packing)
+                 if precompute else None)
         self.setup_seconds = time.perf_counter() - start
         self.batches = []
         for rows in groups:
@@ -120,7 +129,7 @@ def _StepClock(base):  # noqa: N802 - builds a TrainerCallback subclass without 
 
 
 def interleave(runners: dict[str, Callable[[int], list[float]]], steps: int, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per step of each runner, one figure per repeat (the block's mean), in ABBA order."""
+    """Seconds per step of each runner, one figure per repeat (the block's mean), in mirrored order (AB…BA)."""
     names = list(runners)
     for name in names:
         if warmup:
@@ -138,17 +147,21 @@ def compare_size(workload: Workload, size: str, precompute: bool, batch_size: in
     torch.set_num_threads(threads)
     mode = "precomputed reference" if precompute else "live reference"
     ours = ShiftlabRunner(workload, size, batch_size, precompute)
+    packed = ShiftlabRunner(workload, size, batch_size, precompute, packing=True)
     theirs = TrlRunner(workload, size, batch_size, precompute)
     torch.set_num_threads(threads)
-    per_step = interleave({"shiftlab": ours.block, "TRL": theirs.block}, steps, repeats, warmup)
+    runners = {SHIFTLAB: ours.block, SHIFTLAB_PACKED: packed.block, "TRL": theirs.block}
+    per_step = interleave(runners, steps, repeats, warmup)
     figures = []
     for name, seconds in per_step.items():
         figures.append(Figure(f"{size} · {mode} · {name}", "pairs/s", summarize(seconds).inverted(batch_size)))
-    ratios = [t / s for s, t in zip(per_step["shiftlab"], per_step["TRL"])]
-    figures.append(Figure(f"{size} · {mode} · shiftlab ÷ TRL", "speed-up", summarize(ratios), "×", TARGET_RATIO))
+    for name in (SHIFTLAB, SHIFTLAB_PACKED):
+        ratios = [t / s for s, t in zip(per_step[name], per_step["TRL"])]
+        figures.append(Figure(f"{size} · {mode} · {name} ÷ TRL", "speed-up", summarize(ratios), "×", TARGET_RATIO))
     ours_tokens = float(sum(b.attention_mask.sum() for b in ours.batches)) / sum(b.n_pairs for b in ours.batches)
-    note = (f"{size}, {mode}: setup, not counted in the steps: shiftlab {ours.setup_seconds:.1f} s"
-            f"{' (reference precompute)' if precompute else ''}, TRL {theirs.setup_seconds:.1f} s (dataset preparation"
+    note = (f"{size}, {mode}: setup, not counted in the steps: shiftlab {ours.setup_seconds:.1f} s, packed "
+            f"{packed.setup_seconds:.1f} s{' (reference precompute)' if precompute else ''}, TRL "
+            f"{theirs.setup_seconds:.1f} s (dataset preparation"
             f"{' and reference precompute' if precompute else ''}). Tokens per pair (both rows): shiftlab "
             f"{ours_tokens:.1f} over the batches it ran, TRL {theirs.tokens_per_pair():.1f} over the whole set.")
     return figures, [note]
@@ -169,7 +182,10 @@ def run_trl_comparison(workload: Workload, sizes: list[str], batch_size: int, st
             section.notes += notes
     section.notes.insert(0, (
         f"TRL {trl.__version__}; batch {batch_size} pairs, {steps} timed steps per block, {repeats} alternating "
-        f"blocks per side after {warmup} warmup steps each. Both see the same token ids (checked: tokens per pair "
-        "below). Both compute on padded rows: shiftlab's training step does not pack sequences yet "
-        "(`shiftlab/packing.py` exists but is not wired in), and TRL's `padding_free` is disabled in this release."))
+        f"blocks per side after {warmup} warmup steps each. All see the same token ids (checked: tokens per pair "
+        f"below). `{SHIFTLAB}` is a run's default step (padded rows); `{SHIFTLAB_PACKED}` the same step with "
+        "`train.packing=true` (rows laid end to end, position ids restarting per sequence: no compute on "
+        "padding; log-probs equal up to float rounding). TRL computes on padded rows in both: its `padding_free` "
+        "is disabled in this release. The precomputed rows are shiftlab's `reference.precompute_logps=true` "
+        "against TRL's `precompute_ref_log_probs=True`."))
     return section

@@ -58,50 +58,62 @@ def profile_step(setup, batches, steps: int) -> list[tuple[str, float]]:
     return sorted(((k, v / whole) for k, v in totals.items()), key=lambda kv: -kv[1])
 
 
+LAYOUTS = {False: "padded", True: "packed"}  # train.packing -> the layout the step's forwards run on
+
+
 def measure_utilization(workload: Workload, size: str, batch_size: int, steps: int, repeats: int,
                         profile_steps: int) -> tuple[list[Figure], list[str]]:
-    setup = build_step_setup(build_bench_model(size, workload.tokenizer))
-    shape = GPTShape.from_config(setup.policy.config)
+    """The default (padded) step and the packed one (`train.packing=true`), from the same initial weights,
+    measured in turn within each repeat against the same matmul figure."""
+    setups = {packing: build_step_setup(build_bench_model(size, workload.tokenizer), packing=packing) for packing in LAYOUTS}
+    shape = GPTShape.from_config(setups[False].policy.config)
     batches = [workload.collator(workload.pairs[i : i + batch_size])
                for i in range(0, len(workload.pairs) - batch_size + 1, batch_size)]
-    setup.step(batches[0])  # warmup
-    # the training step runs the padded forward (packing is not wired into shiftlab.objectives yet); can_pack
-    # only says whether it could
-    packed = False
-    could_pack = can_pack(setup.policy)
-    peaks, rates, fractions, useful_fractions, cursor = [], [], [], [], 0
+    # can_pack: whether the packed step really packs this model (else it takes the padded forward)
+    packs = {packing: packing and can_pack(setup.policy) for packing, setup in setups.items()}
+    for setup in setups.values():
+        setup.step(batches[0])  # warmup
+    peaks, cursor = [], 0
+    rates, fractions, useful_fractions = ({p: [] for p in LAYOUTS} for _ in range(3))
     for _ in range(repeats):
         peak = summarize(matmul_flops_per_second(repeats=3)).median
-        executed = useful = seconds = 0.0
-        for _ in range(steps):
-            batch = batches[cursor % len(batches)]
-            cursor += 1
-            start = time.perf_counter()
-            setup.step(batch)
-            seconds += time.perf_counter() - start
-            e, u = batch_flops(shape, batch.attention_mask, live_reference=True, packed=packed)
-            executed, useful = executed + e, useful + u
         peaks.append(peak)
-        rates.append(useful / seconds)
-        fractions.append(executed / seconds / peak)
-        useful_fractions.append(useful / seconds / peak)
-    layout = "packed" if packed else "padded"
-    figures = [
-        Figure(f"{size} · large matmul (2048³)", "FLOP/s", summarize(peaks).scaled(1e-9), "GFLOP/s"),
-        Figure(f"{size} · DPO step, live reference (real tokens)", "FLOP/s", summarize(rates).scaled(1e-9), "GFLOP/s"),
-        Figure(f"{size} · step ÷ matmul (real-token FLOPs)", "fraction", summarize(useful_fractions), "", TARGETS.get(size)),
-        Figure(f"{size} · step ÷ matmul ({layout} layout's FLOPs)", "fraction", summarize(fractions), ""),
-    ]
-    shares = profile_step(setup, batches, profile_steps)
-    table = [f"Where a {size} step's CPU time goes (torch.profiler, self time, {profile_steps} steps):", "",
-             "| operator kind | share |", "| --- | --- |"]
-    table += [f"| {kind} | {share:.1%} |" for kind, share in shares]
+        for packing, setup in setups.items():
+            executed = useful = seconds = 0.0
+            for i in range(steps):
+                batch = batches[(cursor + i) % len(batches)]
+                start = time.perf_counter()
+                setup.step(batch)
+                seconds += time.perf_counter() - start
+                e, u = batch_flops(shape, batch.attention_mask, live_reference=True, packed=packs[packing])
+                executed, useful = executed + e, useful + u
+            rates[packing].append(useful / seconds)
+            fractions[packing].append(executed / seconds / peak)
+            useful_fractions[packing].append(useful / seconds / peak)
+        cursor += steps
+    figures = [Figure(f"{size} · large matmul (2048³)", "FLOP/s", summarize(peaks).scaled(1e-9), "GFLOP/s")]
+    for packing, layout in LAYOUTS.items():
+        step = f"{size} · {layout} step"
+        figures += [
+            Figure(f"{step}, live reference (real tokens)", "FLOP/s", summarize(rates[packing]).scaled(1e-9), "GFLOP/s"),
+            Figure(f"{step} ÷ matmul (real-token FLOPs)", "fraction", summarize(useful_fractions[packing]), "",
+                   TARGETS.get(size)),
+            Figure(f"{step} ÷ matmul (executed FLOPs, {'packed' if packs[packing] else 'padded'} rows)", "fraction",
+                   summarize(fractions[packing]), ""),
+        ]
+    notes = []
+    for packing, layout in LAYOUTS.items():
+        shares = profile_step(setups[packing], batches, profile_steps)
+        table = [f"Where a {size} {layout} step's CPU time goes (torch.profiler, self time, {profile_steps} steps):", "",
+                 "| operator kind | share |", "| --- | --- |"]
+        notes.append("\n".join(table + [f"| {kind} | {share:.1%} |" for kind, share in shares]))
     real = float(sum(b.attention_mask.sum() for b in batches))
     padded = sum(b.attention_mask.numel() for b in batches)
     packed_slots = sum(b.attention_mask.shape[1] * (1 + max(r for r, _ in plan_packing(
         b.attention_mask.sum(-1).tolist(), b.attention_mask.shape[1]))) for b in batches)
-    notes = ["\n".join(table), f"{size}: of the positions a padded batch computes, {1 - real / padded:.0%} are padding; "
-             f"packed, {1 - real / packed_slots:.0%} (this step runs the padded forward; packing {'would apply' if could_pack else 'does not apply'} to this model)."]
+    notes.append(f"{size}: of the positions a padded batch computes, {1 - real / padded:.0%} are padding; packed, "
+                 f"{1 - real / packed_slots:.0%}" + ("" if packs[True] else " (this model cannot be packed: its "
+                 "packed step ran the padded forward)") + ".")
     return figures, notes
 
 
@@ -112,7 +124,8 @@ def run_utilization(workload: Workload, sizes: list[str], batch_size: int, steps
         "FLOPs counted from the model's shapes (matrix products only: policy forward + backward ≈ 3 forwards on "
         "chosen + rejected, plus the reference forward), divided by the step's time, against a 2048×2048 float32 "
         f"`torch.matmul` on the same {torch.get_num_threads()} threads. The target is judged on the real tokens' "
-        "FLOPs; the layout's FLOPs include the padding the kernels also compute."
+        "FLOPs; the executed FLOPs include the padding the kernels also compute. Two steps: a run's default "
+        "(padded rows) and `train.packing=true` (packed rows), measured in turn in each repeat."
     )
     for size in sizes:
         figures, notes = measure_utilization(workload, size, batch_size, steps, repeats, profile_steps)
