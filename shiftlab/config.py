@@ -226,6 +226,9 @@ class TrainConfig:
     # "auto": the first CUDA device when there is one, else the CPU. Under a multi-process launch each rank
     # uses the device accelerate assigns it instead.
     device: str = "auto"
+    # "bf16": the training step's forward passes (π_θ, π_ref) run under torch.autocast in bfloat16 while weights,
+    # gradients and AdamW state stay in model.dtype (float32 master weights); log-probs are summed in float32.
+    mixed_precision: str = "no"
 
 
 @dataclass
@@ -271,6 +274,7 @@ def register_configs() -> None:
 
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
+MIXED_PRECISION = ("no", "bf16")
 LOCAL_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt", ".txt.gz")
 
 

@@ -286,7 +286,7 @@ def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: d
                 t.policy, t.schedule, t.source, t.evaluator, build_objective(cfg.loss, cfg.train.packing), cfg.optim,
                 LoopConfig(cfg.train.steps, cfg.train.eval_every, start), log, bar,
                 optimizer=optimizer, scheduler=scheduler, checkpoints=checkpoints if processes.is_main else None,
-                processes=processes,
+                processes=processes, mixed_precision=cfg.train.mixed_precision == "bf16",
             )
         if processes.is_main:
             save_model(t.policy, t.tokenizer, run_dir / "policy")

@@ -42,19 +42,22 @@ def loss_options(cfg: LossConfig) -> dict[str, float]:
 
 
 def optimizer_step(
-    policy, ref, batch, objective: Objective, optim_cfg: OptimConfig, optimizer, scheduler, processes: Processes = SINGLE
+    policy, ref, batch, objective: Objective, optim_cfg: OptimConfig, optimizer, scheduler, processes: Processes = SINGLE,
+    mixed_precision: bool = False,
 ) -> dict[str, float]:
     """One optimizer step on a batch (with gradient accumulation): the mean of the objective's per-unit losses.
 
     `batch` is the global batch; each data-parallel rank computes its share, and the summed gradients and
-    statistics are those of one process computing the whole batch (see `shiftlab.distributed`)."""
+    statistics are those of one process computing the whole batch (see `shiftlab.distributed`).
+    `mixed_precision`: the forward passes run under bfloat16 autocast (train.mixed_precision=bf16)."""
     policy.train()
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     n = objective.n_units(batch)
     mine = objective.select(batch, *processes.shard(n)) if processes.distributed else batch
     for micro in objective.micro_batches(mine, optim_cfg.grad_accum):
-        losses, stats = objective.losses(policy, ref, micro.to(processes.device))
+        with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=mixed_precision):
+            losses, stats = objective.losses(policy, ref, micro.to(processes.device))
         (losses.sum() / n).backward()
         for key, values in stats.items():
             sums[key] = sums.get(key, 0.0) + float(values.sum())
@@ -117,6 +120,7 @@ def train(
     scheduler=None,
     checkpoints: Checkpoints | None = None,
     processes: Processes = SINGLE,
+    mixed_precision: bool = False,
 ) -> int:
     """Train for `loop.steps` optimizer steps, evaluating at step 0, every `eval_every` steps and at the end.
 
@@ -135,7 +139,7 @@ def train(
                 log.metrics(step, evaluate(policy, schedule.ref, step))
             if step == loop.steps:
                 break
-            _train_step(policy, schedule, source, objective, optim_cfg, optimizer, scheduler, log, step, processes=processes)
+            _train_step(policy, schedule, source, objective, optim_cfg, optimizer, scheduler, log, step, processes=processes, mixed_precision=mixed_precision)
         except NonFiniteError as err:
             log.event(step, "non_finite", message=str(err))
             kept = checkpoints.last if checkpoints is not None else None
@@ -146,14 +150,14 @@ def train(
     return loop.steps
 
 
-def _train_step(policy, schedule: ReferenceSchedule, source: PairSource, objective: Objective, optim_cfg, optimizer, scheduler, log: RunLog, step: int, *, processes: Processes) -> None:
+def _train_step(policy, schedule: ReferenceSchedule, source: PairSource, objective: Objective, optim_cfg, optimizer, scheduler, log: RunLog, step: int, *, processes: Processes, mixed_precision: bool) -> None:
     data = source.next_batch(policy, step)
     log.count(**data.counts)
     for event in data.events:
         log.event(step, **event)
     if data.batch is not None:
         start = time.perf_counter()
-        stats = optimizer_step(policy, schedule.ref, data.batch, objective, optim_cfg, optimizer, scheduler, processes)
+        stats = optimizer_step(policy, schedule.ref, data.batch, objective, optim_cfg, optimizer, scheduler, processes, mixed_precision)
         log.count(pairs_seen=objective.n_units(data.batch))
         log.metrics(step, {**stats, **data.stats, "time/train": time.perf_counter() - start})
     moved = schedule.after_step(policy, step + 1)

@@ -13,6 +13,7 @@ import torch
 
 from shiftlab.config import (
     LOCAL_FILE_SUFFIXES,
+    MIXED_PRECISION,
     MODEL_DTYPES,
     ColumnsConfig,
     CorpusKind,
@@ -135,6 +136,8 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
         _check(cfg.model.n_embd % cfg.model.n_head == 0, "model.n_embd", "divisible by model.n_head", cfg.model.n_embd)
     _check(cfg.model.dtype in MODEL_DTYPES, "model.dtype", ", ".join(MODEL_DTYPES), cfg.model.dtype)
     _check(_is_device(cfg.train.device), "train.device", "auto, cpu, cuda, cuda:N or mps", cfg.train.device)
+    _check(cfg.train.mixed_precision in MIXED_PRECISION, "train.mixed_precision", " or ".join(MIXED_PRECISION),
+           cfg.train.mixed_precision)
     if cfg.task.corpus is CorpusKind.directory:
         _check(bool(cfg.task.corpus_dir), "task.corpus_dir", "a directory path when task.corpus=directory", cfg.task.corpus_dir)
     _validate_objective(cfg)

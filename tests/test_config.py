@@ -77,7 +77,7 @@ def test_unknown_enum_value_fails():
      ("source.k=1", "source.k"), ("preferences.k=1", "preferences.k"), ("train.max_length=0", "train.max_length"),
      ("train.max_prompt_length=64", "train.max_prompt_length"), ("train.max_new_tokens=60", "train.max_new_tokens"), ("optim.lr=-1", "optim.lr"),
      ("loss.label_smoothing=0.7", "loss.label_smoothing"), ("train.max_length=128", "train.max_length"),
-     ("train.device=gpu0", "train.device")],
+     ("train.device=gpu0", "train.device"), ("train.mixed_precision=fp8", "train.mixed_precision")],
 )
 def test_range_errors_name_the_key(override, key):
     with pytest.raises(ConfigError, match=f"`{key}`"):

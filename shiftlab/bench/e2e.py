@@ -2,8 +2,8 @@
 share of training time read back from the run's own `metrics.jsonl`.
 
 Each run gets a fresh cache directory, so its wall time includes everything a first run does (tokenizer, π_sft,
-the offline preference set): the time a new user waits. Peak memory is the child's own maximum resident set
-(`wait4`'s rusage), not this process's.
+the offline preference set): the time a new user waits. Peak memory is the run's own maximum resident set,
+measured so that none of this process's memory is counted (see `run_child`).
 """
 
 from __future__ import annotations
@@ -35,24 +35,33 @@ class ChildRun:
     returncode: int
 
 
+# A process forked from this one inherits its resident pages until it execs, and Linux carries that high-water
+# mark into the new program's ru_maxrss: a run started directly from a bench process that has loaded TRL and two
+# models reported the bench's 1.9 GB, not its own 1.1 GB. A bare interpreter in between starts the run from a
+# ~10 MB image and reports the run's own peak (its RUSAGE_CHILDREN) through a file.
+_LAUNCHER = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(code)\n"
+)
+
+
 def run_child(argv: list[str], cwd: Path, log_path: Path, timeout: float | None = None) -> ChildRun:
     """Run a command to completion; its wall time and its own peak RSS (Linux reports ru_maxrss in KiB)."""
     start = time.perf_counter()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = None if timeout is None else start + timeout
-        while True:  # wait4 on this pid alone: RUSAGE_CHILDREN would mix in every earlier child
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if deadline is not None and time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.2)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again for a reaped child
+    with tempfile.TemporaryDirectory() as tmp, log_path.open("wb") as log:
+        peak_file = Path(tmp) / "maxrss"
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(peak_file), *argv], cwd=cwd, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)  # the launcher and the run
+            returncode = proc.wait()
+        peak_kib = int(peak_file.read_text()) if peak_file.is_file() else 0
     scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes
-    return ChildRun(time.perf_counter() - start, usage.ru_maxrss * scale, proc.returncode)
+    return ChildRun(time.perf_counter() - start, peak_kib * scale, returncode)
 
 
 def eval_share(metrics_path: Path) -> dict[str, float]:
