@@ -181,28 +181,27 @@ def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path, cache, un
     assert_same_run(expected, tmp_path / "run")
 
 
-def test_lora_run_stopped_after_a_checkpoint_resumes_exactly(tmp_path, cache, uninterrupted, monkeypatch):
-    pytest.importorskip("peft")
-    expected = uninterrupted("online_lora")
+def _stopped_at_3_then_resumed(run_dir: Path, cache, name: str, monkeypatch) -> Path:
     with monkeypatch.context() as patch:
         _stop_at(patch, 3)
         with pytest.raises(_Stop):
-            run(_config(cache, "online_lora"), tmp_path / "run")
-    run(_config(cache, "online_lora", "resume=true"), tmp_path / "run")
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_at"] == [2]
-    assert_same_run(expected, tmp_path / "run")
+            run(_config(cache, name), run_dir)
+    run(_config(cache, name, "resume=true"), run_dir)
+    assert json.loads((run_dir / "run.json").read_text())["resumed_at"] == [2]
+    return run_dir
+
+
+def test_lora_run_stopped_after_a_checkpoint_resumes_exactly(tmp_path, cache, uninterrupted, monkeypatch):
+    pytest.importorskip("peft")
+    expected = uninterrupted("online_lora")
+    assert_same_run(expected, _stopped_at_3_then_resumed(tmp_path / "run", cache, "online_lora", monkeypatch))
 
 
 def test_packed_run_on_precomputed_reference_resumes_exactly(tmp_path, cache, uninterrupted, monkeypatch):
     expected = uninterrupted("offline_fast")
-    with monkeypatch.context() as patch:
-        _stop_at(patch, 3)
-        with pytest.raises(_Stop):
-            run(_config(cache, "offline_fast"), tmp_path / "run")
-    run(_config(cache, "offline_fast", "resume=true"), tmp_path / "run")
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_at"] == [2]
-    assert_same_run(expected, tmp_path / "run")  # exact, though the resumed process rebuilt the table
-    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    resumed = _stopped_at_3_then_resumed(tmp_path / "run", cache, "offline_fast", monkeypatch)
+    assert_same_run(expected, resumed)  # exact, though the resumed process rebuilt the table
+    events = [json.loads(line) for line in (resumed / "events.jsonl").read_text().splitlines()]
     precomputed = [e for e in events if e["event"] == "reference_precomputed"]
     assert len(precomputed) == 1 and precomputed[0]["packing"] is True and precomputed[0]["time/precompute"] >= 0
 
