@@ -1,6 +1,7 @@
 """The run log: append-only JSON-lines files inside the (Hydra-owned) run directory, flushed on every write.
 
-    run.json        cell, source, reference, seed, status, steps, wall time, overrides; resumed_at, last_checkpoint
+    run.json        cell, source, reference, seed, status, steps, wall time, overrides, processes (data-parallel
+                    ranks); resumed_at, last_checkpoint
     metrics.jsonl   one row per training step and per evaluation (names: shiftlab/metrics.py)
     events.jsonl    refreshes, tied rounds, cache hits, ...
     curves.jsonl    depth curves at each evaluation
