@@ -236,8 +236,7 @@ def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Proces
     recipe = SOURCES[cfg.source.kind]
     recipe.check(cfg, world)
     with processes.main_first():  # rank 0 trains and caches π_sft; the other ranks load it from the cache
-        sft, tokenizer, sft_curve, reused = build_sft(cfg, world, cache_dir, progress)
-    sft.to(processes.device)
+        sft, tokenizer, sft_curve, reused = build_sft(cfg, world, cache_dir, progress, processes.device)
     log.sft_rows(sft_curve)
     log.event(0, "sft_cached" if reused else "sft_trained", parameters=count_parameters(sft), final_loss=sft_curve[-1]["sft/loss"] if sft_curve else None)
     if reused:

@@ -167,8 +167,8 @@ def sft_fingerprint(cfg: ShiftlabConfig) -> str:
     return fingerprint(cfg.task, model, cfg.sft, cfg.train.max_length, stamps)
 
 
-def build_sft(cfg: ShiftlabConfig, world: World, cache_dir: Path, progress_factory) -> tuple[Any, Any, list[dict], bool]:
-    """π_sft and its tokenizer: loaded from the cache when present, else trained and cached.
+def build_sft(cfg: ShiftlabConfig, world: World, cache_dir: Path, progress_factory, device: torch.device | str = "cpu") -> tuple[Any, Any, list[dict], bool]:
+    """π_sft and its tokenizer, on `device`: loaded from the cache when present, else trained there and cached.
 
     Returns (model, tokenizer, loss curve rows, reused?).
     """
@@ -179,7 +179,7 @@ def build_sft(cfg: ShiftlabConfig, world: World, cache_dir: Path, progress_facto
         model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype, trust_remote_code=remote)
         tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(final, trust_remote_code=remote))
         curve = [json.loads(line) for line in (final / "sft.jsonl").read_text().splitlines() if line]
-        return prepare_for_training(model, cfg.model).eval(), tokenizer, curve, True
+        return prepare_for_training(model, cfg.model).to(device).eval(), tokenizer, curve, True
     torch.manual_seed(cfg.task.seed)
     if cfg.model.name_or_path is None:
         tokenizer = train_tokenizer(world.corpus, cfg.model.vocab_size)
@@ -187,6 +187,7 @@ def build_sft(cfg: ShiftlabConfig, world: World, cache_dir: Path, progress_facto
         prepare_for_training(model, cfg.model)
     else:
         model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model)
+    model.to(device)
     with progress_factory(total=cfg.sft.steps, desc="SFT π_sft") as bar:
         curve = train_sft(model, tokenizer, world.corpus, cfg.sft, cfg.train.max_length, cfg.task.seed, bar)
     tmp = final.with_name(final.name + ".tmp")
