@@ -111,6 +111,19 @@ class Processes:
 
             dist.barrier()
 
+    def close(self, wait: bool) -> None:
+        """Leave the process group. `wait`: first meet the other ranks (rank 0 finishes last: it evaluates and saves),
+        so no rank tears its communication threads down while another still uses them — an exit without this
+        aborted a rank now and then ("terminate called without an active exception")."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            if wait:
+                dist.barrier()
+            dist.destroy_process_group()
+
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (it fills the π_sft and preference-set caches); the others then read them."""

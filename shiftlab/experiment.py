@@ -194,13 +194,22 @@ def run(cfg: ShiftlabConfig, run_dir: Path | str, overrides: list[str] | None = 
     if it wrote none); a finished run is left untouched.
     """
     resuming = resume_dir(cfg.resume, Path(run_dir))
-    run_dir = resuming or Path(run_dir)
     quiet_libraries()
     processes = connect(cfg.train.device)
+    try:
+        finished = _start_or_resume(cfg, resuming or Path(run_dir), resuming is not None, overrides, processes)
+    except BaseException:
+        processes.close(wait=False)  # the launcher stops the other ranks
+        raise
+    processes.close(wait=True)
+    return finished
+
+
+def _start_or_resume(cfg: ShiftlabConfig, run_dir: Path, resuming: bool, overrides: list[str] | None, processes: Processes) -> Path:
     # Under a multi-process launch only rank 0 owns the run directory; the others write nothing to it.
     with hold_run_dir(run_dir) if processes.is_main else contextlib.nullcontext():
-        if resuming is None or not (run_dir / "run.json").is_file():
-            if resuming is not None:
+        if not resuming or not (run_dir / "run.json").is_file():
+            if resuming:
                 print(f"[shiftlab] resume: {run_dir} holds no run yet; starting one", file=sys.stderr)
             if processes.is_main and (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size:
                 raise RunDirError(
