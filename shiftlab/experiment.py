@@ -71,30 +71,45 @@ class _Silent:
     def set_postfix(self, *args: Any, **kwargs: Any) -> None: ...
 
 
-def build_offline_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog, processes: Processes = SINGLE, policy=None) -> PairSource:
-    # `policy` is unused: a fixed set never snapshots π_θ
-    with processes.main_first():  # rank 0 builds and caches the set; every rank then holds the whole set
-        prefs = build_preference_set(cfg, world, sft, tokenizer, cache_dir, progress)
-    log.event(0, "preference_set", **prefs.info)
-    log.count(oracle_calls=prefs.oracle_calls, policy_samples=prefs.policy_samples)
-    collator = PreferenceCollator(tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
-    behaviour = sft if prefs.behaviour_is_sft else None
+@dataclass
+class SourceInputs:
+    """What a pair source is built from: the run's config and the pieces built before it."""
+
+    cfg: ShiftlabConfig
+    world: World
+    sft: torch.nn.Module
+    policy: torch.nn.Module  # π_θ: a restored on-policy snapshot needs its architecture (adapters included)
+    tokenizer: Any
+    cache_dir: Path
+    progress: Callable
+    log: RunLog
+    processes: Processes
+
+
+def build_offline_source(x: SourceInputs) -> PairSource:
+    cfg = x.cfg
+    with x.processes.main_first():  # rank 0 builds and caches the set; every rank then holds the whole set
+        prefs = build_preference_set(cfg, x.world, x.sft, x.tokenizer, x.cache_dir, x.progress)
+    x.log.event(0, "preference_set", **prefs.info)
+    x.log.count(oracle_calls=prefs.oracle_calls, policy_samples=prefs.policy_samples)
+    collator = PreferenceCollator(x.tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
+    behaviour = x.sft if prefs.behaviour_is_sft else None
     ref_logps = None
     if cfg.reference.precompute_logps:  # validated: π_ref is π_sft throughout, and the pairs are fixed
         start = time.perf_counter()
-        ref_logps = precompute_reference_logps(sft, collator, prefs.pairs, packing=cfg.train.packing)
-        log.event(0, "reference_precomputed", pairs=len(prefs.pairs), packing=cfg.train.packing,
-                  **{"time/precompute": round(time.perf_counter() - start, 3)})
+        ref_logps = precompute_reference_logps(x.sft, collator, prefs.pairs, packing=cfg.train.packing)
+        x.log.event(0, "reference_precomputed", pairs=len(prefs.pairs), packing=cfg.train.packing,
+                    **{"time/precompute": round(time.perf_counter() - start, 3)})
     return OfflinePairs(prefs.pairs, collator, cfg.source.batch_size, cfg.seed, behaviour, cfg.eval.probe_pairs, ref_logps)
 
 
-def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog, processes: Processes = SINGLE, policy=None, kind=OnPolicyPairs, **extra) -> PairSource:
-    s = cfg.source
+def build_onpolicy_source(x: SourceInputs, kind=OnPolicyPairs, **extra) -> PairSource:
+    cfg, s = x.cfg, x.cfg.source
     return kind(
-        encode_prompts(tokenizer, world.train_prompts, cfg.train.max_prompt_length),
-        world.train_prompts,
-        decode=tokenizer.decode,
-        oracle=world.oracle,
+        encode_prompts(x.tokenizer, x.world.train_prompts, cfg.train.max_prompt_length),
+        x.world.train_prompts,
+        decode=x.tokenizer.decode,
+        oracle=x.world.oracle,
         k=s.k,
         pairing=s.pairing,
         prompts_per_round=s.prompts_per_round,
@@ -102,21 +117,18 @@ def build_onpolicy_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cac
         batch_size=s.batch_size,
         max_new_tokens=cfg.train.max_new_tokens,
         max_resample=s.max_resample,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=x.tokenizer.eos_token_id,
+        pad_token_id=x.tokenizer.pad_token_id,
         seed=cfg.seed,
         probe_size=cfg.eval.probe_pairs,
-        template=sft if policy is None else policy,  # a restored snapshot of π_θ needs π_θ's architecture (adapters)
-        processes=processes,
+        template=x.policy,
+        processes=x.processes,
         **extra,
     )
 
 
-def build_rollout_source(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress, log: RunLog, processes: Processes = SINGLE, policy=None) -> PairSource:
-    return build_onpolicy_source(
-        cfg, world, sft, tokenizer, cache_dir, progress, log, processes, policy,
-        kind=OnPolicyRollouts, sft_model=sft, beta_rl=cfg.loss.beta,
-    )
+def build_rollout_source(x: SourceInputs) -> PairSource:
+    return build_onpolicy_source(x, kind=OnPolicyRollouts, sft_model=x.sft, beta_rl=x.cfg.loss.beta)
 
 
 def _too_many(key: str, value: int, n_prompts: int) -> ConfigError:
@@ -253,7 +265,7 @@ def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Proces
     sft.requires_grad_(False)
     seed_everything(cfg.seed, cfg.threads)  # training draws do not depend on whether π_sft came from the cache
     policy = _trainable_copy(sft, cfg.model.lora, cfg.seed)  # draws nothing from the global generators
-    source = recipe.build(cfg, world, sft, tokenizer, cache_dir, progress, log, processes, policy)
+    source = recipe.build(SourceInputs(cfg, world, sft, policy, tokenizer, cache_dir, progress, log, processes))
     schedule = build_reference_schedule(cfg.reference, sft, policy)
     if not processes.is_main:  # rank 0 evaluates for everyone: the replicas are identical
         return Training(policy, schedule, source, _no_evaluation, tokenizer)

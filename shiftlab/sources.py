@@ -139,7 +139,7 @@ class OnPolicyPairs:
         template: torch.nn.Module | None = None,
         processes: Processes = SINGLE,
     ):
-        """`template`: a model of π_θ's architecture (π_sft), copied to hold a restored behaviour snapshot.
+        """`template`: a model of π_θ's architecture (π_θ itself), copied to hold a restored behaviour snapshot.
         `processes`: data-parallel ranks; each samples and labels its share of every round's prompts."""
         if prompts_per_round > len(prompt_ids):
             raise ValueError(
