@@ -8,10 +8,11 @@ import os
 import sys
 
 from shiftlab.data import PreferenceDataError
+from shiftlab.distributed import DistributedSetupError
 from shiftlab.trainer import NonFiniteError
 from shiftlab.validation import ConfigError
 
-USER_ERRORS = (ConfigError, PreferenceDataError, FileNotFoundError, NonFiniteError, ValueError)
+USER_ERRORS = (ConfigError, PreferenceDataError, FileNotFoundError, NonFiniteError, DistributedSetupError, ValueError)
 
 
 @contextlib.contextmanager

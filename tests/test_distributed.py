@@ -41,6 +41,19 @@ def test_shards_cover_every_unit_once(n, world):
     assert max(sizes) - min(sizes) <= 1
 
 
+@pytest.mark.parametrize("flag,name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_sharded_optimizer_configs_are_refused_with_a_message(monkeypatch, capsys, flag, name):
+    from shiftlab.cli import user_errors
+    from shiftlab.distributed import connect
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(flag, "true")
+    with pytest.raises(SystemExit) as exit_info, user_errors():  # what scripts/train.py wraps around run()
+        connect()
+    assert exit_info.value.code == 2
+    assert f"asks for {name}" in capsys.readouterr().err
+
+
 def _round(rewards: list[list[float]], empty: set[tuple[int, int]] = frozenset()) -> LabelledRound:
     k = len(rewards[0])
     rows = [(p, j) for p in range(len(rewards)) for j in range(k)]
