@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.cli import user_errors
 from shiftlab.config import ShiftlabConfig, register_configs
-from shiftlab.experiment import run
+from shiftlab.experiment.lifecycle import run
 from shiftlab.validation import validate
 
 register_configs()

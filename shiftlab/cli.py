@@ -7,9 +7,9 @@ import contextlib
 import os
 import sys
 
-from shiftlab.data import PreferenceDataError
-from shiftlab.distributed import DistributedSetupError
-from shiftlab.trainer import NonFiniteError
+from shiftlab.data.pairs import PreferenceDataError
+from shiftlab.training.loop import NonFiniteError
+from shiftlab.training.ranks import DistributedSetupError
 from shiftlab.validation import ConfigError
 
 USER_ERRORS = (ConfigError, PreferenceDataError, FileNotFoundError, NonFiniteError, DistributedSetupError, ValueError)

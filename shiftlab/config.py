@@ -190,7 +190,7 @@ class ReferenceConfig:
     kind: ReferenceKind = ReferenceKind.fixed
     refresh_every: int = 40
     alpha: float = 0.5  # soft refresh weight on π_θ
-    # kind=fixed with source=offline only: log π_ref of every pair computed once before training (shiftlab.precompute)
+    # kind=fixed with source=offline only: log π_ref of every pair computed once before training (shiftlab.training.precompute)
     # instead of a π_ref forward every step; equal to the live forward up to float rounding, so off by default
     precompute_logps: bool = False
 
@@ -221,7 +221,7 @@ class TrainConfig:
     max_prompt_length: int = 16
     max_new_tokens: int = 48
     # preference forwards (π_θ, π_ref, the precomputed table) on rows packed end to end, position ids restarting
-    # per sequence (shiftlab.packing): no compute on padding; log-probs equal the padded ones up to float rounding
+    # per sequence (shiftlab.models.packing): no compute on padding; log-probs equal the padded ones up to float rounding
     packing: bool = False
     # "auto": the first CUDA device when there is one, else the CPU. Under a multi-process launch each rank
     # uses the device accelerate assigns it instead.

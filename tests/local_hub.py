@@ -21,7 +21,7 @@ from transformers import (  # noqa: E402
     GPTNeoXForCausalLM,
 )
 
-from shiftlab.models import train_tokenizer  # noqa: E402
+from shiftlab.models.build import train_tokenizer  # noqa: E402
 
 TOPICS = ["the movie", "a recipe for bread", "my garden", "the weather", "a good book", "learning python",
           "the train home", "a birthday gift", "my old car", "the best coffee", "a quiet weekend", "the city park"]

@@ -22,9 +22,10 @@ from shiftlab.bench.machine import cpu_model
 from shiftlab.bench.report import Figure, Section, Target, render_markdown, write_csv
 from shiftlab.bench.step import build_step_setup, run_step
 from shiftlab.bench.timing import Stat, summarize, time_calls
-from shiftlab.data import PreferenceCollator, PreferencePair
-from shiftlab.precompute import attach_reference_logps, precompute_reference_logps, reference_logps
-from shiftlab.trainer import preference_step
+from shiftlab.data.batches import PreferenceCollator
+from shiftlab.data.pairs import PreferencePair
+from shiftlab.training.loop import preference_step
+from shiftlab.training.precompute import attach_reference_logps, precompute_reference_logps, reference_logps
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [
@@ -202,4 +203,4 @@ def test_end_to_end_section_on_a_tiny_run():
     share, e2e = run_end_to_end(REPO, ["offline"], 1, QUICK_E2E_OVERRIDES)
     assert [f.metric for f in e2e.figures] == ["wall time", "peak RSS"]
     assert 0 < e2e.figures[1].stat.median < 2 and share.figures[0].stat.median > 0
-    assert any("sampling.py:sample_completions" in note for note in share.notes)  # the evaluation's profile
+    assert any("sampler.py:sample_completions" in note for note in share.notes)  # the evaluation's profile

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_sampling_sources import tiny_model
 
-import shiftlab.checkpoint as ckpt
-from shiftlab.checkpoint import CheckpointError, decode_tree, encode_tree, list_checkpoints, read_latest
+import shiftlab.rundir.checkpoint as ckpt
 from shiftlab.config import OptimConfig
 from shiftlab.report.load import read_jsonl
-from shiftlab.runlog import RunLog
-from shiftlab.trainer import build_optimizer
+from shiftlab.rundir.checkpoint import CheckpointError, decode_tree, encode_tree, list_checkpoints, read_latest
+from shiftlab.rundir.runlog import RunLog
+from shiftlab.training.loop import build_optimizer
 
 
 def test_resumed_run_log_drops_rows_after_the_checkpoint_and_a_partial_line(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for shiftlab.data: JSONL load/validate/save and the PreferenceCollator masks and truncation."""
+"""Tests for shiftlab.data.pairs and shiftlab.data.batches: JSONL load/validate/save and the PreferenceCollator masks and truncation."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shiftlab.data import (
+from shiftlab.data.batches import PreferenceBatch, PreferenceCollator, ensure_pad_token, truncate_pair
+from shiftlab.data.pairs import (
     LoadReport,
-    PreferenceBatch,
-    PreferenceCollator,
     PreferenceDataError,
     PreferencePair,
-    ensure_pad_token,
     load_preference_jsonl,
     save_preference_jsonl,
-    truncate_pair,
 )
 
 EOS = "<|endoftext|>"  # the eos of the `tiny_tokenizer` fixture (tests/conftest.py)

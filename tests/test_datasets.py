@@ -19,15 +19,9 @@ from shiftlab.config import (
     PreferenceFormat,
     TaskConfig,
 )
-from shiftlab.data import InvalidRecord, PreferenceDataError
-from shiftlab.datasets import (
-    DatasetError,
-    load_preference_split,
-    load_preferences_file,
-    load_text_split,
-    split_hh,
-)
-from shiftlab.stages import build_world
+from shiftlab.data.datasets import DatasetError, load_preference_split, load_preferences_file, load_text_split, split_hh
+from shiftlab.data.pairs import InvalidRecord, PreferenceDataError
+from shiftlab.stages.task import build_world
 from shiftlab.validation import ConfigError
 
 SENTENCE_POLARITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentence-polarity"
@@ -297,7 +291,7 @@ def test_sentence_polarity_world_from_the_shared_directory():
 def test_hh_run_with_a_tiny_pretrained_model_trains_and_writes_metrics(tmp_path):
     import pandas as pd
 
-    from shiftlab.experiment import run
+    from shiftlab.experiment.lifecycle import run
 
     hh = write_jsonl(tmp_path / "hh.jsonl.gz", hh_rows(40))
     model_dir = save_tiny_causal_lm(tmp_path / "neox", arch="gpt_neox")

@@ -21,12 +21,11 @@ from tiny import TINY_OVERRIDES
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from shiftlab.config import LossConfig, OptimConfig, Pairing
-from shiftlab.data import PreferenceBatch
-from shiftlab.distributed import Processes
-from shiftlab.objectives import PreferenceObjective
-from shiftlab.pairs import LabelledRound, merge_rounds, pair_round
-from shiftlab.sampling import Completions
-from shiftlab.trainer import build_optimizer, optimizer_step
+from shiftlab.data.batches import Completions, PreferenceBatch
+from shiftlab.labels.pairing import LabelledRound, merge_rounds, pair_round
+from shiftlab.training.loop import build_optimizer, optimizer_step
+from shiftlab.training.objectives import PreferenceObjective
+from shiftlab.training.ranks import Processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +43,7 @@ def test_shards_cover_every_unit_once(n, world):
 @pytest.mark.parametrize("flag,name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
 def test_sharded_optimizer_configs_are_refused_with_a_message(monkeypatch, capsys, flag, name):
     from shiftlab.cli import user_errors
-    from shiftlab.distributed import connect
+    from shiftlab.training.ranks import connect
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv(flag, "true")

@@ -15,7 +15,7 @@ from exact_testbed import (
     sample_best_of_n,
 )
 
-from shiftlab.divergence import (
+from shiftlab.functional.divergence import (
     best_of_n_kl_bound,
     depth_kl_curve,
     depth_kl_curve_stderr,
@@ -27,7 +27,7 @@ from shiftlab.divergence import (
     response_step_kl,
     sequence_exact_kl,
 )
-from shiftlab.losses import sequence_logps
+from shiftlab.functional.losses import sequence_logps
 
 # Monte-Carlo checks use mean ± Z·se with Z = 3 (99.7% per check) rather than 1.96: each test makes 3-4
 # correlated checks, and at 95% each a fixed seed fails one of them ~10-15% of the time (measured over

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tiny import TINY_OVERRIDES, compose_config
 
-from shiftlab.data import PreferenceDataError
-from shiftlab.experiment import run
+from shiftlab.data.pairs import PreferenceDataError
+from shiftlab.experiment.lifecycle import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,12 +12,13 @@ from tiny import compose_config
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from shiftlab.config import EvalConfig, LossConfig, OptimConfig
-from shiftlab.data import PreferenceBatch, PreferenceCollator, PreferenceDataError, PreferencePair
-from shiftlab.evaluation import EvalPrompts, Evaluator
-from shiftlab.experiment import run
-from shiftlab.runlog import RunLog
-from shiftlab.sources import OfflinePairs
-from shiftlab.trainer import NonFiniteError, build_optimizer, preference_step
+from shiftlab.data.batches import PreferenceBatch, PreferenceCollator
+from shiftlab.data.pairs import PreferenceDataError, PreferencePair
+from shiftlab.experiment.lifecycle import run
+from shiftlab.rundir.runlog import RunLog
+from shiftlab.training.evaluation import EvalPrompts, Evaluator
+from shiftlab.training.loop import NonFiniteError, build_optimizer, preference_step
+from shiftlab.training.sources import OfflinePairs
 from shiftlab.validation import ConfigError
 from shiftlab.world import ReviewGrammar
 

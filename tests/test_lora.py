@@ -16,9 +16,9 @@ import torch
 from tiny import compose_config
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from shiftlab.checkpoint import read_checkpoint, write_checkpoint
 from shiftlab.config import LoraConfig, ReferenceConfig, ReferenceKind
-from shiftlab.lora import (
+from shiftlab.models.build import frozen_copy, save_model
+from shiftlab.models.lora import (
     AdapterDisabledReference,
     add_adapters,
     export_model,
@@ -26,9 +26,15 @@ from shiftlab.lora import (
     lora_layers,
     parameter_counts,
 )
-from shiftlab.models import frozen_copy, save_model
-from shiftlab.reference import FixedReference, MergeRefresh, build_reference_schedule, copy_parameters, mix_parameters
-from shiftlab.sampling import _cache_argument, sample_completions
+from shiftlab.models.sampler import _cache_argument, sample_completions
+from shiftlab.rundir.checkpoint import read_checkpoint, write_checkpoint
+from shiftlab.training.reference import (
+    FixedReference,
+    MergeRefresh,
+    build_reference_schedule,
+    copy_parameters,
+    mix_parameters,
+)
 from shiftlab.validation import ConfigError
 
 pytest.importorskip("peft")
@@ -276,7 +282,7 @@ def test_bad_lora_values_fail_naming_the_key(override, key):
 
 
 def test_lora_runs_share_the_cached_sft_model():
-    from shiftlab.stages import sft_fingerprint
+    from shiftlab.stages.sft import sft_fingerprint
 
     assert sft_fingerprint(compose_config([])) == sft_fingerprint(compose_config(["model.lora.r=8", "model.lora.alpha=4"]))
 
@@ -308,7 +314,7 @@ FAST = ["model.lora.r=4", "sft.steps=5", "train.max_new_tokens=8", "eval.diverge
 
 @pytest.mark.parametrize("overrides,kind", [(["mode=trdpo", "reference=soft"], "soft"), (["mode=online"], "hard")])
 def test_lora_runs_refresh_by_merging(tmp_path, cache, overrides, kind):
-    from shiftlab.experiment import run
+    from shiftlab.experiment.lifecycle import run
 
     run_dir = run(compose_config([f"cache_dir={cache}", *FAST, *overrides]), tmp_path / "run")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiftlab.losses import (
+from shiftlab.functional.losses import (
     LOSSES,
     LossOutput,
     compute_preference_loss,

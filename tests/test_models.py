@@ -13,10 +13,11 @@ from tiny import compose_config
 from transformers import AutoModelForCausalLM
 
 from shiftlab.config import ModelConfig
-from shiftlab.experiment import run
-from shiftlab.losses import sequence_logps
-from shiftlab.models import is_checkpointing, load_pretrained, resolve_dtype
-from shiftlab.stages import build_sft, build_world
+from shiftlab.experiment.lifecycle import run
+from shiftlab.functional.losses import sequence_logps
+from shiftlab.models.build import is_checkpointing, load_pretrained, resolve_dtype
+from shiftlab.stages.sft import build_sft
+from shiftlab.stages.task import build_world
 
 TEXTS = ["the movie was great .", "the film was awful !"]
 
@@ -131,10 +132,10 @@ def _dpo_step(mixed_precision: bool):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from shiftlab.config import LossConfig, OptimConfig
-    from shiftlab.data import PreferenceBatch
-    from shiftlab.distributed import Processes
-    from shiftlab.objectives import PreferenceObjective
-    from shiftlab.trainer import build_optimizer, optimizer_step
+    from shiftlab.data.batches import PreferenceBatch
+    from shiftlab.training.loop import build_optimizer, optimizer_step
+    from shiftlab.training.objectives import PreferenceObjective
+    from shiftlab.training.ranks import Processes
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=16, n_positions=8, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)

@@ -11,9 +11,9 @@ from tiny import compose_config
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from shiftlab.config import OracleConfig, OracleKind, TruncationSide
-from shiftlab.oracles import ClassifierOracle, FunctionOracle, VaderOracle, build_oracle
+from shiftlab.labels.oracles import ClassifierOracle, FunctionOracle, VaderOracle, build_oracle
+from shiftlab.labels.oracles import VaderOracle as WorldVader
 from shiftlab.validation import ConfigError
-from shiftlab.world import VaderOracle as WorldVader
 
 TEXTS = ["the movie was great .", "the movie was awful .", "great", "the movie was great . " * 40, "a"]
 
@@ -154,7 +154,7 @@ def test_bad_oracle_config_names_the_key(overrides, key):
 
 
 def test_world_uses_the_configured_oracle(tmp_path):
-    from shiftlab.stages import build_world
+    from shiftlab.stages.task import build_world
 
     cfg = compose_config(["oracle=function", "oracle.function=test_oracles:word_count"])
     world = build_world(cfg.task, cfg.oracle)

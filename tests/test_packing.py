@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from shiftlab.losses import sequence_logps
-from shiftlab.packing import (
+from shiftlab.functional.losses import sequence_logps
+from shiftlab.models.packing import (
     PACKABLE_MODEL_TYPES,
     can_pack,
     forward_sequence_logps,
@@ -132,7 +132,7 @@ def test_padded_path_is_bit_identical_to_the_plain_forward():
 
 
 # A few optimizer steps of the preference objective: padded with a live π_ref (the default), against packed, and
-# against reference log-probs precomputed by `shiftlab.precompute` (packed or not), as `train.packing` and
+# against reference log-probs precomputed by `shiftlab.training.precompute` (packed or not), as `train.packing` and
 # `reference.precompute_logps` wire them. Measured here: packed differs by ≤ 2e-6 in log-probs (≤ 1e-7 relative),
 # ≤ 2e-7 in rewards and loss; the padded precomputed table gave the live values bit for bit (not asserted: its
 # batches have other widths, and kernels may round other shapes differently).
@@ -141,10 +141,10 @@ _STATS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logp
 
 def _preference_steps(base, collator, pairs, packing: bool, precompute: bool):
     from shiftlab.config import LossConfig, OptimConfig
-    from shiftlab.models import frozen_copy
-    from shiftlab.objectives import PreferenceObjective
-    from shiftlab.precompute import attach_reference_logps, precompute_reference_logps
-    from shiftlab.trainer import build_optimizer, optimizer_step
+    from shiftlab.models.build import frozen_copy
+    from shiftlab.training.loop import build_optimizer, optimizer_step
+    from shiftlab.training.objectives import PreferenceObjective
+    from shiftlab.training.precompute import attach_reference_logps, precompute_reference_logps
 
     policy, ref = copy.deepcopy(base).train(), frozen_copy(base)
     optim_cfg = OptimConfig(lr=1e-2, warmup_steps=1)
@@ -162,8 +162,9 @@ def _preference_steps(base, collator, pairs, packing: bool, precompute: bool):
 @pytest.mark.parametrize("packing,precompute", [(True, False), (False, True), (True, True)])
 def test_packed_and_precomputed_steps_match_the_padded_live_steps(tiny_tokenizer, packing, precompute):
     from shiftlab.config import ModelConfig
-    from shiftlab.data import PreferenceCollator, PreferencePair
-    from shiftlab.models import build_model
+    from shiftlab.data.batches import PreferenceCollator
+    from shiftlab.data.pairs import PreferencePair
+    from shiftlab.models.build import build_model
 
     pairs = [PreferencePair("the movie was", " great .", " awful !"),
              PreferencePair("the film", " was good and the acting was fine .", " is bad , boring and too long ."),
@@ -184,7 +185,7 @@ def test_packed_and_precomputed_steps_match_the_padded_live_steps(tiny_tokenizer
 _FINGERPRINT = """
 import hashlib, torch
 from transformers import GPT2Config, GPT2LMHeadModel
-from shiftlab.packing import forward_sequence_logps
+from shiftlab.models.packing import forward_sequence_logps
 
 def fingerprint() -> str:
     torch.set_num_threads(2)

@@ -9,7 +9,7 @@ import pytest
 from tiny import compose_config
 from transformers import AutoModelForCausalLM
 
-from shiftlab.experiment import run
+from shiftlab.experiment.lifecycle import run
 from shiftlab.metrics import METRICS
 
 ONLINE_ONLY = ("data/ties", "data/staleness", "time/sample", "time/label")

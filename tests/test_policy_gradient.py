@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from shiftlab.policy_gradient import kl_penalised_rewards, policy_gradient_loss, rloo_advantages
+from shiftlab.functional.policy_gradient import kl_penalised_rewards, policy_gradient_loss, rloo_advantages
 
 
 def test_rloo_advantage_by_hand():

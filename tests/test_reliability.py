@@ -22,17 +22,17 @@ import torch
 from safetensors.torch import load_file
 from tiny import TINY_OVERRIDES, compose_config
 
-import shiftlab.checkpoint as ckpt
-import shiftlab.objectives as objectives
-import shiftlab.trainer as trainer
-from shiftlab.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, read_latest
+import shiftlab.rundir.checkpoint as ckpt
+import shiftlab.training.loop as trainer
+import shiftlab.training.objectives as objectives
 from shiftlab.cli import user_errors
-from shiftlab.experiment import run
+from shiftlab.experiment.lifecycle import run
 from shiftlab.report.build import build_report
 from shiftlab.report.load import load_study
 from shiftlab.report.options import ReportConfig
-from shiftlab.runlog import RunDirError, hold_run_dir
-from shiftlab.trainer import NonFiniteError
+from shiftlab.rundir.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, read_latest
+from shiftlab.rundir.runlog import RunDirError, hold_run_dir
+from shiftlab.training.loop import NonFiniteError
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ("metrics", "events", "curves", "samples", "sft")

@@ -12,11 +12,11 @@ from tiny import compose_config
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from shiftlab.config import LossConfig, LossName, OptimConfig, Pairing
-from shiftlab.experiment import run
-from shiftlab.losses import sequence_logps
-from shiftlab.objectives import PolicyGradientObjective
-from shiftlab.rollouts import OnPolicyRollouts
-from shiftlab.trainer import build_optimizer, optimizer_step
+from shiftlab.experiment.lifecycle import run
+from shiftlab.functional.losses import sequence_logps
+from shiftlab.training.loop import build_optimizer, optimizer_step
+from shiftlab.training.objectives import PolicyGradientObjective
+from shiftlab.training.rollouts import OnPolicyRollouts
 from shiftlab.validation import ConfigError
 
 EOS = PAD = 0

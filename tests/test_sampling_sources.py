@@ -7,11 +7,12 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from shiftlab.config import Pairing
-from shiftlab.losses import sequence_logps
-from shiftlab.pairs import form_pairs
-from shiftlab.reference import HardRefresh, SoftRefresh
-from shiftlab.sampling import completions_to_batch, sample_completions
-from shiftlab.sources import OnPolicyPairs
+from shiftlab.data.batches import completions_to_batch
+from shiftlab.functional.losses import sequence_logps
+from shiftlab.labels.pairing import form_pairs
+from shiftlab.models.sampler import sample_completions
+from shiftlab.training.reference import HardRefresh, SoftRefresh
+from shiftlab.training.sources import OnPolicyPairs
 
 EOS, PAD, VOCAB = 0, 0, 12
 
@@ -150,9 +151,10 @@ def test_offline_pairs_attach_their_rows_of_a_precomputed_reference_table(tiny_t
     import pytest
 
     from shiftlab.config import LossConfig
-    from shiftlab.data import PreferenceCollator, PreferencePair
-    from shiftlab.objectives import PreferenceObjective
-    from shiftlab.sources import OfflinePairs
+    from shiftlab.data.batches import PreferenceCollator
+    from shiftlab.data.pairs import PreferencePair
+    from shiftlab.training.objectives import PreferenceObjective
+    from shiftlab.training.sources import OfflinePairs
 
     words = ["great", "good", "fine", "bad", "awful", "boring", "long"]
     pairs = [PreferencePair(f"the movie was {w}", " i loved it .", " i hated it .") for w in words]

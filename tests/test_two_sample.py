@@ -1,4 +1,4 @@
-"""Behaviour-agnostic two-sample divergences (shiftlab.two_sample): MMD², the classifier test, n-gram JS."""
+"""Behaviour-agnostic two-sample divergences (shiftlab.functional.two_sample): MMD², the classifier test, n-gram JS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from exact_testbed import EOS
 
-from shiftlab.two_sample import (
+from shiftlab.functional.two_sample import (
     classifier_two_sample_test,
     median_bandwidth,
     mmd2_unbiased,

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import mannwhitneyu
 
-from shiftlab.world import ReviewGrammar, VaderOracle, load_sentence_polarity, make_prompts, split_texts
+from shiftlab.labels.oracles import VaderOracle
+from shiftlab.world import ReviewGrammar, load_sentence_polarity, make_prompts, split_texts
 from shiftlab.world import grammar as grammar_module
 
 SENTENCE_POLARITY = Path(__file__).resolve().parents[1].parent / "shared/data/sentence-polarity"

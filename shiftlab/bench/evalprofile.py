@@ -1,7 +1,7 @@
 """Where one evaluation's time goes: `cProfile` of the evaluator a run builds, on the cache an end-to-end run
 left behind (its π_sft and preference set, so nothing is trained again).
 
-The evaluator is built by `shiftlab.experiment.build_training`, exactly as a run builds it, and called once to
+The evaluator is built by `shiftlab.experiment.factory.build_training`, exactly as a run builds it, and called once to
 warm up, then once under the profiler. Rows are shiftlab's own functions by cumulative time (a function's time
 includes what it calls, so nested rows overlap); together they say which part of the evaluation to make cheaper.
 """
@@ -33,8 +33,9 @@ def _compose(repo: Path, overrides: list[str]):
 
 def profile_evaluation(repo: Path, overrides: list[str], workdir: Path) -> tuple[float, list[tuple[str, float]]]:
     """(seconds of the profiled evaluation, [(function, cumulative seconds)]) for the config the overrides give."""
-    from shiftlab.experiment import build_training, quiet_libraries, seed_everything
-    from shiftlab.runlog import RunLog
+    from shiftlab.experiment.factory import build_training
+    from shiftlab.experiment.setup import quiet_libraries, seed_everything
+    from shiftlab.rundir.runlog import RunLog
 
     cfg = _compose(repo, overrides)
     quiet_libraries()

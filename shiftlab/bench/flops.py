@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from shiftlab.packing import plan_packing
+from shiftlab.models.packing import plan_packing
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def batch_flops(shape: GPTShape, attention_mask: torch.Tensor, live_reference: b
                 packed: bool = False) -> tuple[int, int]:
     """(executed, useful) FLOPs of a DPO step on a right-padded (2B, T) batch. Useful counts each row's real
     tokens only; executed counts what the kernels run: every padded position, or with `packed` the rows of
-    `shiftlab.packing` (sequences end to end, so little padding is left)."""
+    `shiftlab.models.packing` (sequences end to end, so little padding is left)."""
     lengths = [int(n) for n in attention_mask.sum(-1).tolist()]
     width = attention_mask.shape[1]
     rows = 1 + max(r for r, _ in plan_packing(lengths, width)) if packed else len(lengths)

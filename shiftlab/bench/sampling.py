@@ -14,7 +14,7 @@ import torch
 from shiftlab.bench.report import Figure, Section, Target
 from shiftlab.bench.timing import summarize
 from shiftlab.bench.workload import Workload, build_bench_model
-from shiftlab.sampling import sample_completions
+from shiftlab.models.sampler import sample_completions
 
 TARGET = Target(">=", 1.0)
 NEVER = -1  # an end-of-text id no sampled token can equal

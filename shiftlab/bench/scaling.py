@@ -15,7 +15,7 @@ from shiftlab.bench.report import Figure, Section
 from shiftlab.bench.step import build_step_setup
 from shiftlab.bench.timing import measure
 from shiftlab.bench.workload import build_bench_model
-from shiftlab.data import PreferenceBatch
+from shiftlab.data.batches import PreferenceBatch
 
 
 def synthetic_batch(n_pairs: int, seq_len: int, vocab: int, seed: int = 0) -> PreferenceBatch:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 
 from shiftlab.config import LossConfig, OptimConfig
-from shiftlab.data import PreferenceBatch
-from shiftlab.models import frozen_copy
-from shiftlab.objectives import build_objective
-from shiftlab.trainer import build_optimizer, optimizer_step
+from shiftlab.data.batches import PreferenceBatch
+from shiftlab.models.build import frozen_copy
+from shiftlab.training.loop import build_optimizer, optimizer_step
+from shiftlab.training.objectives import build_objective
 
 
 def run_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, optim_cfg: OptimConfig, optimizer, scheduler,
@@ -25,7 +25,7 @@ def run_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, optim_cf
 
 @dataclass
 class StepSetup:
-    """A policy, its frozen reference and an optimizer, as `shiftlab.trainer.train` builds them."""
+    """A policy, its frozen reference and an optimizer, as `shiftlab.training.loop.train` builds them."""
 
     policy: torch.nn.Module
     ref: torch.nn.Module

@@ -61,7 +61,7 @@ def run_bench(opts: BenchOptions, log=print) -> tuple[Path, Path]:
     from shiftlab.bench.scaling import run_scaling
     from shiftlab.bench.trl_compare import run_trl_comparison
     from shiftlab.bench.utilization import run_utilization
-    from shiftlab.experiment import quiet_libraries
+    from shiftlab.experiment.setup import quiet_libraries
 
     unknown = [s for s in opts.sizes if s not in MODEL_SIZES]
     if unknown:

@@ -32,7 +32,7 @@ from shiftlab.bench.report import Figure, Section, Target
 from shiftlab.bench.step import build_step_setup
 from shiftlab.bench.timing import summarize
 from shiftlab.bench.workload import Workload, build_bench_model
-from shiftlab.precompute import attach_reference_logps, precompute_reference_logps
+from shiftlab.training.precompute import attach_reference_logps, precompute_reference_logps
 
 TARGET_RATIO = Target(">=", 2.0)
 SHIFTLAB, SHIFTLAB_PACKED = "shiftlab", "shiftlab packed"

@@ -19,7 +19,7 @@ from shiftlab.bench.report import Figure, Section, Target
 from shiftlab.bench.step import build_step_setup
 from shiftlab.bench.timing import summarize
 from shiftlab.bench.workload import Workload, build_bench_model
-from shiftlab.packing import can_pack, plan_packing
+from shiftlab.models.packing import can_pack, plan_packing
 
 TARGETS = {"small": Target(">=", 0.75)}
 

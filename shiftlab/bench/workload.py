@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from shiftlab.config import ModelConfig
-from shiftlab.data import PreferenceCollator, PreferencePair
-from shiftlab.models import build_model, train_tokenizer
+from shiftlab.data.batches import PreferenceCollator
+from shiftlab.data.pairs import PreferencePair
+from shiftlab.models.build import build_model, train_tokenizer
 from shiftlab.world import ReviewGrammar
 
 # The two model sizes the issue names: conf/model/tiny.yaml (~0.9M) and conf/model/small.yaml (~4M).

@@ -1,15 +1,9 @@
-"""Preference pairs: load / validate / save JSONL, and tokenize into a `PreferenceBatch`. `collect_rows` applies
-the same row rules and error policy to rows of any other format (`shiftlab.datasets`).
+"""Preference pairs on disk: load / validate / save JSONL. `collect_rows` applies the same row rules and error
+policy to rows of any other format (`shiftlab.data.datasets`).
 
 A JSONL row holds at least ``prompt``, ``chosen`` and ``rejected`` (extra keys are ignored). Responses keep
 their leading space (prompt ``"the movie was"``, chosen ``" great ."``) because prompt and response are
 tokenized separately and concatenated, so texts must round-trip exactly.
-
-Truncation rule (the only one; see `truncate_pair`): a sequence is ``prompt_ids + response_ids + [eos]``.
-(1) The prompt keeps its *last* ``max_prompt_length`` tokens (the words next to the response matter most).
-(2) The response (with its eos) is then cut on the right so the total fits ``max_length``; a cut response
-did not end, so its eos is dropped. A pair counts in ``n_truncated`` if anything in either row was cut.
-Because ``max_prompt_length < max_length``, the prompt keeps >= 1 token and the response >= 1 token.
 """
 
 from __future__ import annotations
@@ -21,17 +15,23 @@ import re
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import torch
-
 TEXT_FIELDS = ("prompt", "chosen", "rejected")
+
+
 REWARD_FIELDS = ("reward_chosen", "reward_rejected")
+
+
 MAX_SKIPPED_SHOWN = 5
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 T = TypeVar("T")
 
 
@@ -211,117 +211,3 @@ def save_preference_jsonl(pairs: Iterable[PreferencePair], path: str | os.PathLi
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-# --- tokenization ------------------------------------------------------------------------------------------
-
-
-def ensure_pad_token(tokenizer):
-    """Give a tokenizer without a pad token the eos token as pad (in place) and return it. Padding is
-    always excluded by `attention_mask`/`loss_mask`, never by comparing ids, so pad == eos is safe."""
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError("tokenizer has neither a pad_token nor an eos_token; set tokenizer.eos_token first")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-@dataclass
-class PreferenceBatch:
-    """Rows [0, B) are the chosen responses, rows [B, 2B) the rejected ones (same prompt order), so one
-    forward pass serves both. Right-padded with pad_token_id to T = longest row (<= max_length).
-
-    ``loss_mask[i, t]`` is True iff ``input_ids[i, t]`` is a response token or the appended eos, i.e. a
-    *label position*: the logit predicting it sits at t - 1 (use ``logits[:, :-1]``, ``input_ids[:, 1:]``,
-    ``loss_mask[:, 1:]``). Prompt and padding are False; position 0 is always prompt.
-    """
-
-    input_ids: torch.Tensor  # (2B, T) long
-    attention_mask: torch.Tensor  # (2B, T) long
-    loss_mask: torch.Tensor  # (2B, T) bool
-    n_pairs: int  # B
-    n_truncated: int  # pairs where the prompt or either response was cut
-    # (2B,) float32 log π_ref of each row (chosen then rejected), precomputed once when π_ref is fixed
-    # (shiftlab.precompute); None: the trainer runs the reference forward itself.
-    ref_logps: torch.Tensor | None = None
-
-    @property
-    def chosen_slice(self) -> slice:
-        return slice(0, self.n_pairs)
-
-    @property
-    def rejected_slice(self) -> slice:
-        return slice(self.n_pairs, 2 * self.n_pairs)
-
-    def to(self, device: torch.device | str) -> PreferenceBatch:
-        return replace(
-            self,
-            input_ids=self.input_ids.to(device),
-            attention_mask=self.attention_mask.to(device),
-            loss_mask=self.loss_mask.to(device),
-            ref_logps=None if self.ref_logps is None else self.ref_logps.to(device),
-        )
-
-
-def truncate_pair(
-    prompt_ids: Sequence[int], response_ids: Sequence[int], eos_token_id: int, max_length: int, max_prompt_length: int
-) -> tuple[list[int], list[int], bool]:
-    """Apply the module's truncation rule. Returns (prompt_ids, response_ids incl. eos unless cut, was_cut)."""
-    prompt = list(prompt_ids)[-max_prompt_length:]
-    response = [*response_ids, eos_token_id]
-    room = max_length - len(prompt)  # >= 1 since max_prompt_length < max_length
-    cut = len(prompt) < len(prompt_ids) or len(response) > room
-    return prompt, response[:room], cut
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-class PreferenceCollator:
-    """``Sequence[PreferencePair] -> PreferenceBatch``; see the module docstring for the truncation rule."""
-
-    def __init__(self, tokenizer, max_length: int, max_prompt_length: int):
-        _check_int("max_length", max_length, 2)
-        _check_int("max_prompt_length", max_prompt_length, 1)
-        if max_prompt_length >= max_length:
-            raise ValueError(
-                f"max_prompt_length ({max_prompt_length}) must be < max_length ({max_length}) "
-                "so that every response keeps at least one token"
-            )
-        self.tokenizer = ensure_pad_token(tokenizer)
-        if tokenizer.eos_token_id is None:
-            raise ValueError("tokenizer has no eos_token_id; responses end with eos, so one is required")
-        self.max_length, self.max_prompt_length = max_length, max_prompt_length
-
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-    def __call__(self, pairs: Sequence[PreferencePair]) -> PreferenceBatch:
-        pairs = list(pairs)
-        if not pairs:
-            raise ValueError("cannot collate an empty list of preference pairs")
-        n = len(pairs)
-        prompts = self._encode([p.prompt for p in pairs])
-        for i, ids in enumerate(prompts):
-            if not ids:
-                raise ValueError(f"pair {i}: prompt {pairs[i].prompt!r} tokenizes to zero tokens")
-        responses = self._encode([p.chosen for p in pairs] + [p.rejected for p in pairs])
-        rows, truncated = [], [False] * n
-        for r, response_ids in enumerate(responses):
-            prompt, response, cut = truncate_pair(
-                prompts[r % n], response_ids, self.tokenizer.eos_token_id, self.max_length, self.max_prompt_length
-            )
-            rows.append((prompt, response))
-            truncated[r % n] |= cut
-        width = max(len(p) + len(s) for p, s in rows)
-        input_ids = torch.full((2 * n, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((2 * n, width), dtype=torch.long)
-        loss_mask = torch.zeros((2 * n, width), dtype=torch.bool)
-        for r, (prompt, response) in enumerate(rows):
-            end = len(prompt) + len(response)
-            input_ids[r, :end] = torch.tensor(prompt + response, dtype=torch.long)
-            attention_mask[r, :end] = 1
-            loss_mask[r, len(prompt) : end] = True
-        return PreferenceBatch(input_ids, attention_mask, loss_mask, n_pairs=n, n_truncated=sum(truncated))

@@ -3,13 +3,23 @@ end-of-text, so π_sft learns where reviews stop (stopping is part of every sequ
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from shiftlab.config import SFTConfig
+from shiftlab.config import SFTConfig, ShiftlabConfig
+from shiftlab.data.batches import ensure_pad_token
+from shiftlab.models.build import build_model, load_pretrained, prepare_for_training, resolve_dtype, train_tokenizer
+from shiftlab.stages.cache import fingerprint, local_stamp, publish
+from shiftlab.stages.task import World
 
 
 def encode_corpus(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -68,3 +78,46 @@ def train_sft(model, tokenizer, texts: Sequence[str], cfg: SFTConfig, max_length
             progress.set_postfix(loss=f"{value:.3f}", refresh=False)
     model.eval()
     return curve
+
+
+
+
+
+def sft_fingerprint(cfg: ShiftlabConfig) -> str:
+    stamps = [local_stamp(p) for p in (cfg.task.corpus_dir, cfg.task.dataset.path, cfg.task.preferences_path, cfg.model.name_or_path)]
+    # model.lora shapes π_θ, not π_sft: a LoRA run shares the cached π_sft (and the cache keys from before it existed)
+    model = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model) if f.name != "lora"}
+    return fingerprint(cfg.task, model, cfg.sft, cfg.train.max_length, stamps)
+
+
+def build_sft(cfg: ShiftlabConfig, world: World, cache_dir: Path, progress_factory, device: torch.device | str = "cpu") -> tuple[Any, Any, list[dict], bool]:
+    """π_sft and its tokenizer, on `device`: loaded from the cache when present, else trained there and cached.
+
+    Returns (model, tokenizer, loss curve rows, reused?).
+    """
+    final = cache_dir / "sft" / sft_fingerprint(cfg)
+    dtype = resolve_dtype(cfg.model.dtype)
+    if (final / "config.json").exists():
+        remote = cfg.model.trust_remote_code
+        model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype, trust_remote_code=remote)
+        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(final, trust_remote_code=remote))
+        curve = [json.loads(line) for line in (final / "sft.jsonl").read_text().splitlines() if line]
+        return prepare_for_training(model, cfg.model).to(device).eval(), tokenizer, curve, True
+    torch.manual_seed(cfg.task.seed)
+    if cfg.model.name_or_path is None:
+        tokenizer = train_tokenizer(world.corpus, cfg.model.vocab_size)
+        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id).to(dtype)
+        prepare_for_training(model, cfg.model)
+    else:
+        model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model)
+    model.to(device)
+    with progress_factory(total=cfg.sft.steps, desc="SFT π_sft") as bar:
+        curve = train_sft(model, tokenizer, world.corpus, cfg.sft, cfg.train.max_length, cfg.task.seed, bar)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "sft.jsonl").write_text("".join(json.dumps(row) + "\n" for row in curve))
+    publish(tmp, final)
+    return model.eval(), tokenizer, curve, False

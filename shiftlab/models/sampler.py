@@ -8,56 +8,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass
-class Completions:
-    """k completions per prompt, flattened prompt-major: row i belongs to prompt i // k."""
-
-    prompt_ids: list[list[int]]
-    response_ids: list[list[int]]  # without the end-of-text token
-    ended: list[bool]  # True when the sampler emitted end-of-text (it is part of the response's probability)
-    logps: torch.Tensor  # (N,) log π(response incl. end-of-text | prompt) under the sampling policy
-
-    def __len__(self) -> int:
-        return len(self.response_ids)
-
-
-@dataclass
-class SequenceBatch:
-    """Right-padded prompt+response(+eos) rows; `loss_mask` marks response label positions (eos included)."""
-
-    input_ids: torch.Tensor  # (B, T) long
-    attention_mask: torch.Tensor  # (B, T) long
-    loss_mask: torch.Tensor  # (B, T) bool
-
-    def to(self, device: torch.device | str) -> SequenceBatch:
-        return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device))
-
-
-def pack_sequences(
-    prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_token_id: int
-) -> SequenceBatch:
-    """Concatenate prompt and response token ids per row (the response already carries its eos if it ended)."""
-    lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
-    width = max(lengths)
-    input_ids = torch.full((len(lengths), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(lengths), width), dtype=torch.long)
-    loss_mask = torch.zeros((len(lengths), width), dtype=torch.bool)
-    for row, (prompt, response) in enumerate(zip(prompt_ids, response_ids)):
-        n_prompt, n_total = len(prompt), len(prompt) + len(response)
-        input_ids[row, :n_total] = torch.tensor(list(prompt) + list(response), dtype=torch.long)
-        attention_mask[row, :n_total] = 1
-        loss_mask[row, n_prompt:n_total] = True
-    return SequenceBatch(input_ids, attention_mask, loss_mask)
-
-
-def completions_to_batch(completions: Completions, eos_token_id: int, pad_token_id: int) -> SequenceBatch:
-    responses = [r + [eos_token_id] if ended else r for r, ended in zip(completions.response_ids, completions.ended)]
-    return pack_sequences(completions.prompt_ids, responses, pad_token_id)
+from shiftlab.data.batches import Completions
 
 
 def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

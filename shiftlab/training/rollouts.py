@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shiftlab.losses import sequence_logps
-from shiftlab.objectives import RolloutBatch
-from shiftlab.policy_gradient import kl_penalised_rewards, rloo_advantages
-from shiftlab.sampling import completions_to_batch
-from shiftlab.sources import OnPolicyPairs, Probe, StepData
+from shiftlab.data.batches import completions_to_batch
+from shiftlab.functional.losses import sequence_logps
+from shiftlab.functional.policy_gradient import kl_penalised_rewards, rloo_advantages
+from shiftlab.training.objectives import RolloutBatch
+from shiftlab.training.sources import OnPolicyPairs, Probe, StepData
 
 
 class OnPolicyRollouts(OnPolicyPairs):

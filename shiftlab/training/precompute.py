@@ -14,8 +14,9 @@ from dataclasses import replace
 
 import torch
 
-from shiftlab.data import PreferenceBatch, PreferenceCollator, PreferencePair
-from shiftlab.packing import forward_sequence_logps
+from shiftlab.data.batches import PreferenceBatch, PreferenceCollator
+from shiftlab.data.pairs import PreferencePair
+from shiftlab.models.packing import forward_sequence_logps
 
 
 @torch.no_grad()

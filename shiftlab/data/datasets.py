@@ -1,4 +1,4 @@
-"""Texts and preference pairs from a hub dataset or a local file, validated by the rules of `shiftlab.data`.
+"""Texts and preference pairs from a hub dataset or a local file, validated by the rules of `shiftlab.data.pairs`.
 
 Where rows come from (`read_rows`), and how a bad row is named in an error:
 - a local ``.jsonl`` / ``.jsonl.gz``: one JSON object a line, ``file:line`` (1-based);
@@ -34,7 +34,7 @@ from shiftlab.config import (
     TaskConfig,
     dataset_fields,
 )
-from shiftlab.data import (
+from shiftlab.data.pairs import (
     InvalidRecord,
     LoadReport,
     PreferencePair,

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 
 from shiftlab.config import LossConfig, LossName
-from shiftlab.data import PreferenceBatch
-from shiftlab.losses import compute_preference_loss, sequence_logps
-from shiftlab.packing import forward_sequence_logps
-from shiftlab.policy_gradient import policy_gradient_loss
+from shiftlab.data.batches import PreferenceBatch
+from shiftlab.functional.losses import compute_preference_loss, sequence_logps
+from shiftlab.functional.policy_gradient import policy_gradient_loss
+from shiftlab.models.packing import forward_sequence_logps
 
 
 class Objective(Protocol):
@@ -39,7 +39,7 @@ def policy_and_reference_logps(policy, ref, batch: PreferenceBatch, packing: boo
     """Sequence log-probs (2B,) of chosen+rejected rows in one concatenated forward pass each.
 
     When the batch carries precomputed reference log-probs (a fixed π_ref on a fixed set), π_ref is not run.
-    `packing` (train.packing): both forwards run on the rows laid end to end (shiftlab.packing), so no layer
+    `packing` (train.packing): both forwards run on the rows laid end to end (shiftlab.models.packing), so no layer
     computes on padding; the log-probs are the padded forward's up to float rounding.
     """
     policy_logps = forward_sequence_logps(policy, batch.input_ids, batch.attention_mask, batch.loss_mask, packing)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from shiftlab.losses import sequence_logps
+from shiftlab.functional.losses import sequence_logps
 
 PACKABLE_MODEL_TYPES = frozenset({"gpt2", "llama", "mistral", "qwen2", "qwen3"})
 
@@ -87,7 +87,7 @@ def packed_sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, atten
                           loss_mask: torch.Tensor) -> torch.Tensor:
     """(N,) float32 log π(response | prompt) of each row of a right-padded batch, from one packed forward pass.
 
-    The same quantity as `shiftlab.losses.sequence_logps(model(input_ids, attention_mask).logits, ...)`.
+    The same quantity as `shiftlab.functional.losses.sequence_logps(model(input_ids, attention_mask).logits, ...)`.
     The LM head and the log-softmax run only at label positions, which are all this needs: every model type in
     `PACKABLE_MODEL_TYPES` computes its logits as `lm_head(last hidden state)`, nothing after it.
     """

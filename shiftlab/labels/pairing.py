@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from shiftlab.config import Pairing
-from shiftlab.sampling import Completions
+from shiftlab.data.batches import Completions
 
 Oracle = Callable[[Sequence[str]], np.ndarray]
 

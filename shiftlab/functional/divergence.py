@@ -1,7 +1,7 @@
 """Divergences between a policy and a reference/behaviour policy: pure tensor functions.
 
 The definitions and pitfalls are in METRICS.md ("Divergence metrics"); this module implements them.
-Shape conventions follow ``shiftlab.losses``: ``logits`` (B, T, V) on ``input_ids`` (B, T), ``loss_mask``
+Shape conventions follow ``shiftlab.functional.losses``: ``logits`` (B, T, V) on ``input_ids`` (B, T), ``loss_mask``
 (B, T) marking response label positions; functions taking logits and a mask shift internally, so the KL
 at prediction position t (``logits[:, t]``) counts when ``loss_mask[:, t + 1]`` is set.
 
@@ -9,7 +9,7 @@ Sequence KL (chain rule, the DPO paper's "sum of per-timestep KL"):
     KL(π_θ‖μ)(x) = E_{y~π_θ(·|x)} Σ_t KL(π_θ(·|s_t) ‖ μ(·|s_t)),   s_t = (x, y_<t).
 Every estimator here assumes the sequences were sampled from the *first* argument (p) at temperature 1.
 
-Behaviour-agnostic two-sample divergences (classifier test, MMD, n-gram JS) live in ``shiftlab.two_sample``.
+Behaviour-agnostic two-sample divergences (classifier test, MMD, n-gram JS) live in ``shiftlab.functional.two_sample``.
 """
 
 from __future__ import annotations

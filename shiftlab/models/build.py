@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from shiftlab.config import ModelConfig
-from shiftlab.lora import export_model
+from shiftlab.models.lora import export_model
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -86,7 +86,7 @@ def load_pretrained(name_or_path: str, cfg: ModelConfig):
     """Load a causal LM and its tokenizer with `from_pretrained` (a local directory or a hub id).
 
     Remote code runs only with model.trust_remote_code=true; weights load in model.dtype (log-probs are computed
-    in float32 whatever it is, see `shiftlab.losses.token_logps`).
+    in float32 whatever it is, see `shiftlab.functional.losses.token_logps`).
     """
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=cfg.trust_remote_code)
@@ -119,7 +119,7 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 def save_model(model, tokenizer, directory: Path) -> None:
     """Hugging Face format, so `AutoModelForCausalLM.from_pretrained(directory)` loads it (a model with LoRA
-    adapters is saved merged, from a copy: see `shiftlab.lora.export_model`)."""
+    adapters is saved merged, from a copy: see `shiftlab.models.lora.export_model`)."""
     directory.mkdir(parents=True, exist_ok=True)
     export_model(model).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

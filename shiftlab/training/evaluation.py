@@ -14,14 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shiftlab import divergence as dv
-from shiftlab import two_sample
 from shiftlab.config import EvalConfig
-from shiftlab.losses import sequence_logps
-from shiftlab.pairs import Oracle
-from shiftlab.runlog import RunLog
-from shiftlab.sampling import SequenceBatch, completions_to_batch, sample_completions
-from shiftlab.sources import PairSource, Probe
+from shiftlab.data.batches import SequenceBatch, completions_to_batch
+from shiftlab.functional import divergence as dv
+from shiftlab.functional import two_sample
+from shiftlab.functional.losses import sequence_logps
+from shiftlab.labels.pairing import Oracle
+from shiftlab.models.sampler import sample_completions
+from shiftlab.rundir.runlog import RunLog
+from shiftlab.training.sources import PairSource, Probe
 
 MIN_TWO_SAMPLE_POINTS = 8
 

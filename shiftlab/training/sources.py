@@ -21,15 +21,16 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from shiftlab.checkpoint import CheckpointError
 from shiftlab.config import Pairing
-from shiftlab.data import PreferenceBatch, PreferenceCollator, PreferencePair
-from shiftlab.distributed import SINGLE, Processes
-from shiftlab.models import frozen_copy
-from shiftlab.pairs import LabelledRound, Oracle, PairIndex, label_round, merge_rounds, pair_round
-from shiftlab.precompute import attach_reference_logps
-from shiftlab.reference import copy_parameters
-from shiftlab.sampling import pack_sequences, sample_completions
+from shiftlab.data.batches import PreferenceBatch, PreferenceCollator, pack_sequences
+from shiftlab.data.pairs import PreferencePair
+from shiftlab.labels.pairing import LabelledRound, Oracle, PairIndex, label_round, merge_rounds, pair_round
+from shiftlab.models.build import frozen_copy
+from shiftlab.models.sampler import sample_completions
+from shiftlab.rundir.checkpoint import CheckpointError
+from shiftlab.training.precompute import attach_reference_logps
+from shiftlab.training.ranks import SINGLE, Processes
+from shiftlab.training.reference import copy_parameters
 
 
 @dataclass
@@ -68,7 +69,7 @@ class OfflinePairs:
         ref_logps: torch.Tensor | None = None,
     ):
         """`ref_logps`: an (N, 2) table of log π_ref(chosen), log π_ref(rejected) for a fixed π_ref
-        (shiftlab.precompute); each batch then carries its rows, and the step skips π_ref's forward. Not saved in
+        (shiftlab.training.precompute); each batch then carries its rows, and the step skips π_ref's forward. Not saved in
         checkpoints: it is rebuilt from the config, bit for bit."""
         if not pairs:
             raise ValueError("the offline preference set is empty: nothing to train on")

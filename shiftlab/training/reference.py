@@ -19,8 +19,8 @@ from typing import Protocol
 import torch
 
 from shiftlab.config import ReferenceConfig, ReferenceKind
-from shiftlab.lora import AdapterDisabledReference, has_adapters, merge_adapters
-from shiftlab.models import frozen_copy
+from shiftlab.models.build import frozen_copy
+from shiftlab.models.lora import AdapterDisabledReference, has_adapters, merge_adapters
 
 
 class ReferenceSchedule(Protocol):

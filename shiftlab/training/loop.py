@@ -13,12 +13,12 @@ from typing import Protocol
 import torch
 
 from shiftlab.config import LossConfig, OptimConfig, OptimizerName
-from shiftlab.data import PreferenceBatch
-from shiftlab.distributed import SINGLE, Processes
-from shiftlab.objectives import Objective, PreferenceObjective, policy_and_reference_logps  # noqa: F401 (re-export)
-from shiftlab.reference import ReferenceSchedule
-from shiftlab.runlog import RunLog
-from shiftlab.sources import PairSource
+from shiftlab.data.batches import PreferenceBatch
+from shiftlab.rundir.runlog import RunLog
+from shiftlab.training.objectives import Objective, PreferenceObjective, policy_and_reference_logps  # noqa: F401 (re-export)
+from shiftlab.training.ranks import SINGLE, Processes
+from shiftlab.training.reference import ReferenceSchedule
+from shiftlab.training.sources import PairSource
 
 
 class NonFiniteError(RuntimeError):
@@ -48,7 +48,7 @@ def optimizer_step(
     """One optimizer step on a batch (with gradient accumulation): the mean of the objective's per-unit losses.
 
     `batch` is the global batch; each data-parallel rank computes its share, and the summed gradients and
-    statistics are those of one process computing the whole batch (see `shiftlab.distributed`).
+    statistics are those of one process computing the whole batch (see `shiftlab.training.ranks`).
     `mixed_precision`: the forward passes run under bfloat16 autocast (train.mixed_precision=bf16)."""
     policy.train()
     optimizer.zero_grad(set_to_none=True)

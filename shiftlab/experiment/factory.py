@@ -1,0 +1,172 @@
+"""The factory: the config in, everything the loop touches out.
+
+The pair source and the π_ref schedule — the only things that differ between the cells of the study — are
+chosen here, once, from `cfg.source.kind` and `cfg.reference.kind`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from shiftlab.config import LoraConfig, ShiftlabConfig, SourceKind
+from shiftlab.data.batches import PreferenceCollator, encode_prompts
+from shiftlab.experiment.setup import seed_everything
+from shiftlab.models.build import count_parameters
+from shiftlab.models.lora import add_adapters
+from shiftlab.rundir.runlog import RunLog
+from shiftlab.stages.preference_set import build_preference_set
+from shiftlab.stages.sft import build_sft
+from shiftlab.stages.task import World, build_world
+from shiftlab.training.evaluation import EvalPrompts, Evaluator
+from shiftlab.training.precompute import precompute_reference_logps
+from shiftlab.training.ranks import SINGLE, Processes
+from shiftlab.training.reference import ReferenceSchedule, build_reference_schedule
+from shiftlab.training.rollouts import OnPolicyRollouts
+from shiftlab.training.sources import OfflinePairs, OnPolicyPairs, PairSource
+from shiftlab.validation import ConfigError
+
+
+@dataclass
+class SourceInputs:
+    """What a pair source is built from: the run's config and the pieces built before it."""
+
+    cfg: ShiftlabConfig
+    world: World
+    sft: torch.nn.Module
+    policy: torch.nn.Module  # π_θ: a restored on-policy snapshot needs its architecture (adapters included)
+    tokenizer: Any
+    cache_dir: Path
+    progress: Callable
+    log: RunLog
+    processes: Processes
+
+
+def build_offline_source(x: SourceInputs) -> PairSource:
+    cfg = x.cfg
+    with x.processes.main_first():  # rank 0 builds and caches the set; every rank then holds the whole set
+        prefs = build_preference_set(cfg, x.world, x.sft, x.tokenizer, x.cache_dir, x.progress)
+    x.log.event(0, "preference_set", **prefs.info)
+    x.log.count(oracle_calls=prefs.oracle_calls, policy_samples=prefs.policy_samples)
+    collator = PreferenceCollator(x.tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
+    behaviour = x.sft if prefs.behaviour_is_sft else None
+    ref_logps = None
+    if cfg.reference.precompute_logps:  # validated: π_ref is π_sft throughout, and the pairs are fixed
+        start = time.perf_counter()
+        ref_logps = precompute_reference_logps(x.sft, collator, prefs.pairs, packing=cfg.train.packing)
+        x.log.event(0, "reference_precomputed", pairs=len(prefs.pairs), packing=cfg.train.packing,
+                    **{"time/precompute": round(time.perf_counter() - start, 3)})
+    return OfflinePairs(prefs.pairs, collator, cfg.source.batch_size, cfg.seed, behaviour, cfg.eval.probe_pairs, ref_logps)
+
+
+def build_onpolicy_source(x: SourceInputs, kind=OnPolicyPairs, **extra) -> PairSource:
+    cfg, s = x.cfg, x.cfg.source
+    return kind(
+        encode_prompts(x.tokenizer, x.world.train_prompts, cfg.train.max_prompt_length),
+        x.world.train_prompts,
+        decode=x.tokenizer.decode,
+        oracle=x.world.oracle,
+        k=s.k,
+        pairing=s.pairing,
+        prompts_per_round=s.prompts_per_round,
+        sample_every=s.sample_every,
+        batch_size=s.batch_size,
+        max_new_tokens=cfg.train.max_new_tokens,
+        max_resample=s.max_resample,
+        eos_token_id=x.tokenizer.eos_token_id,
+        pad_token_id=x.tokenizer.pad_token_id,
+        seed=cfg.seed,
+        probe_size=cfg.eval.probe_pairs,
+        template=x.policy,
+        processes=x.processes,
+        **extra,
+    )
+
+
+def build_rollout_source(x: SourceInputs) -> PairSource:
+    return build_onpolicy_source(x, kind=OnPolicyRollouts, sft_model=x.sft, beta_rl=x.cfg.loss.beta)
+
+
+def _too_many(key: str, value: int, n_prompts: int) -> ConfigError:
+    return ConfigError(f"config key `{key}` must be ≤ the task's {n_prompts} training prompts, got {value}")
+
+
+def check_offline_sizes(cfg: ShiftlabConfig, world: World) -> None:
+    if world.user_pairs is None and cfg.preferences.n_prompts > len(world.train_prompts):
+        raise _too_many("preferences.n_prompts", cfg.preferences.n_prompts, len(world.train_prompts))
+
+
+def check_onpolicy_sizes(cfg: ShiftlabConfig, world: World) -> None:
+    if cfg.source.prompts_per_round > len(world.train_prompts):
+        raise _too_many("source.prompts_per_round", cfg.source.prompts_per_round, len(world.train_prompts))
+
+
+class SourceRecipe(NamedTuple):
+    check: Callable[[ShiftlabConfig, World], None]  # sizes against the task, before π_sft costs any time
+    build: Callable[..., PairSource]
+
+
+SOURCES = {
+    SourceKind.offline: SourceRecipe(check_offline_sizes, build_offline_source),
+    SourceKind.onpolicy: SourceRecipe(check_onpolicy_sizes, build_onpolicy_source),
+    SourceKind.rollouts: SourceRecipe(check_onpolicy_sizes, build_rollout_source),
+}
+
+
+@dataclass
+class Training:
+    """Everything the loop touches, built from the config alone: a resume rebuilds it, then loads a checkpoint."""
+
+    policy: torch.nn.Module
+    schedule: ReferenceSchedule
+    source: PairSource
+    evaluator: Evaluator
+    tokenizer: Any
+
+
+def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Processes = SINGLE) -> Training:
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    world = build_world(cfg.task, cfg.oracle)  # a bad user preference file fails here, before π_sft costs any time
+    recipe = SOURCES[cfg.source.kind]
+    recipe.check(cfg, world)
+    with processes.main_first():  # rank 0 trains and caches π_sft; the other ranks load it from the cache
+        sft, tokenizer, sft_curve, reused = build_sft(cfg, world, cache_dir, progress, processes.device)
+    log.sft_rows(sft_curve)
+    log.event(0, "sft_cached" if reused else "sft_trained", parameters=count_parameters(sft), final_loss=sft_curve[-1]["sft/loss"] if sft_curve else None)
+    if reused:
+        print(f"[shiftlab] reusing cached π_sft ({count_parameters(sft):,} parameters) from {cache_dir}", file=sys.stderr)
+    sft.requires_grad_(False)
+    seed_everything(cfg.seed, cfg.threads)  # training draws do not depend on whether π_sft came from the cache
+    policy = _trainable_copy(sft, cfg.model.lora, cfg.seed)  # draws nothing from the global generators
+    source = recipe.build(SourceInputs(cfg, world, sft, policy, tokenizer, cache_dir, progress, log, processes))
+    schedule = build_reference_schedule(cfg.reference, sft, policy)
+    if not processes.is_main:  # rank 0 evaluates for everyone: the replicas are identical
+        return Training(policy, schedule, source, _no_evaluation, tokenizer)
+    eval_ids = encode_prompts(tokenizer, world.eval_prompts, cfg.train.max_prompt_length)
+    evaluator = Evaluator(
+        cfg.eval, EvalPrompts(eval_ids, world.eval_prompts), sft=sft, source=source, decode=tokenizer.decode,
+        oracle=world.oracle, world=world.grammar, max_new_tokens=cfg.train.max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed + 10_000, log=log,
+    )
+    return Training(policy, schedule, source, evaluator, tokenizer)
+
+
+def _no_evaluation(policy, ref, step: int) -> dict[str, float]:
+    return {}
+
+
+def _trainable_copy(model: torch.nn.Module, lora: LoraConfig, seed: int) -> torch.nn.Module:
+    """π_θ: a copy of π_sft with every weight trainable, or (model.lora.r > 0) frozen, with LoRA adapters that train.
+
+    The one place the config chooses adapters; what follows (π_ref's schedule, the saved policy) asks the model."""
+    import copy
+
+    policy = copy.deepcopy(model)
+    policy = add_adapters(policy, lora, seed) if lora.r > 0 else policy.requires_grad_(True)
+    policy.train()
+    return policy

@@ -1,0 +1,3 @@
+"""Pure tensor math, no config and no I/O: sequence log-probs and the DPO-family losses, policy-gradient terms,
+KL estimators and depth curves, two-sample tests. Tensors in, tensors out; tests import these functions."""
+

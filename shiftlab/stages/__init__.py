@@ -1,0 +1,3 @@
+"""What comes before preference training: the task's texts and prompts, the stage cache, π_sft, and the
+offline preference set sampled once from π_sft."""
+

@@ -1,0 +1,79 @@
+"""The offline preference set: k samples per prompt from π_sft, labelled by the oracle and paired (the DPO
+paper's IMDb recipe), cached; or the user's / data set's own pairs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shiftlab.config import ShiftlabConfig
+from shiftlab.data.batches import encode_prompts
+from shiftlab.data.pairs import PreferencePair, load_preference_jsonl, save_preference_jsonl
+from shiftlab.labels.pairing import label_round, pair_round
+from shiftlab.models.sampler import sample_completions
+from shiftlab.stages.cache import fingerprint, publish
+from shiftlab.stages.sft import sft_fingerprint
+from shiftlab.stages.task import World
+
+
+@dataclass
+class PreferenceSet:
+    pairs: list[PreferencePair]
+    behaviour_is_sft: bool  # True for the built set; False for a user file (β unknown)
+    oracle_calls: int
+    policy_samples: int
+    info: dict
+
+
+def build_preference_set(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress_factory) -> PreferenceSet:
+    """The offline set (DPO paper's IMDb recipe) from π_sft, or a user JSONL when task.preferences_path is set."""
+    if world.user_pairs is not None:
+        return PreferenceSet(world.user_pairs, False, 0, 0, world.user_pairs_info)
+    p = cfg.preferences
+    key = fingerprint(sft_fingerprint(cfg), p, cfg.oracle, cfg.seed, cfg.train.max_new_tokens, cfg.train.max_prompt_length)
+    final = cache_dir / "preferences" / key
+    calls = p.n_prompts * p.k
+    if (final / "pairs.jsonl").exists():
+        pairs, _ = load_preference_jsonl(final / "pairs.jsonl")
+        info = json.loads((final / "info.json").read_text()) | {"cached": True}
+        return PreferenceSet(pairs, True, calls, calls, info)
+    rng = np.random.default_rng(cfg.seed)
+    chosen_prompts = [world.train_prompts[i] for i in rng.choice(len(world.train_prompts), p.n_prompts, replace=False)]
+    prompt_ids = encode_prompts(tokenizer, chosen_prompts, cfg.train.max_prompt_length)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    pairs, dropped = [], {"ties": 0, "empty_responses": 0}
+    chunk = 64
+    with progress_factory(total=p.n_prompts, desc="offline pairs from π_sft") as bar:
+        for start in range(0, p.n_prompts, chunk):
+            ids, texts = prompt_ids[start : start + chunk], chosen_prompts[start : start + chunk]
+            completions = sample_completions(
+                sft, ids, k=p.k, max_new_tokens=cfg.train.max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, generator=generator,
+            )
+            labelled = label_round(completions, texts, p.k, tokenizer.decode, world.oracle)
+            indices, counts = pair_round(labelled, p.pairing)
+            for key_, value in counts.items():
+                dropped[key_] += value
+            pairs += [
+                PreferencePair(
+                    prompt=texts[ix.prompt], chosen=labelled.response_texts[ix.chosen],
+                    rejected=labelled.response_texts[ix.rejected],
+                    reward_chosen=float(labelled.rewards[ix.chosen]), reward_rejected=float(labelled.rewards[ix.rejected]),
+                    behaviour="sft",
+                )
+                for ix in indices
+            ]
+            bar.update(len(ids))
+    info = {"pairs": len(pairs), "prompts": p.n_prompts, "k": p.k, "pairing": p.pairing.value, **dropped}
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_preference_jsonl(pairs, tmp / "pairs.jsonl")
+    (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    publish(tmp, final)
+    return PreferenceSet(pairs, True, calls, calls, info | {"cached": False})
