@@ -7,8 +7,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-from test_sampling_sources import EOS, _onpolicy, tiny_model
 from tiny import compose_config
+from tiny_models import EOS, onpolicy_pairs, tiny_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from shiftlab.config import EvalConfig, LossConfig, OptimConfig
@@ -77,7 +77,7 @@ def test_empty_evaluation_samples_are_counted_and_divergences_survive(tmp_path, 
 
 
 def test_onpolicy_round_of_empty_samples_is_counted_and_the_step_skipped():
-    source = _onpolicy(lambda texts: np.arange(len(texts), dtype=float))
+    source = onpolicy_pairs(lambda texts: np.arange(len(texts), dtype=float))
     data = source.next_batch(_eos_share(tiny_model(0), EOS, 1.0), 0)
     assert data.batch is None and source.probe() is None
     assert [e["count"] for e in data.events if e["event"] == "empty_responses"] == [9, 9, 9]  # 1 + max_resample tries

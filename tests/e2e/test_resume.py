@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
+from run_compare import assert_same_run, mark_failed
 from tiny import TINY_OVERRIDES, compose_config
 
 import shiftlab.rundir.checkpoint as ckpt
@@ -34,7 +33,7 @@ from shiftlab.rundir.checkpoint import CheckpointError, list_checkpoints, read_c
 from shiftlab.rundir.runlog import RunDirError, hold_run_dir
 from shiftlab.training.loop import NonFiniteError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOGS = ("metrics", "events", "curves", "samples", "sft")
 # Offline pairs with a soft-refreshed π_ref, and on-policy pairs with a hard-refreshed one: between them every
 # stateful piece (epoch order, sampling rounds, behaviour snapshot, owned π_ref). Checkpoints every 2 steps.
@@ -73,28 +72,10 @@ def _config(cache, name: str, *extra: str):
     return compose_config([f"cache_dir={cache}", *CONFIGS[name], *extra])
 
 
-def _frame(path: Path, name: str) -> pd.DataFrame:
-    rows = [json.loads(line) for line in (path / f"{name}.jsonl").read_text().splitlines()]
-    if name == "events":
-        # whether π_sft / the preference set came from the cache is a fact about the cache, not about the run
-        rows = [{k: v for k, v in r.items() if k != "cached"} for r in rows if r["event"] not in ("sft_cached", "sft_trained")]
-    df = pd.DataFrame(rows)
-    return df.drop(columns=[c for c in df.columns if c == "time" or c.startswith("time/")])
 
 
-def assert_same_run(expected: Path, actual: Path) -> None:
-    for name in LOGS:
-        # exact: pandas' default rtol=1e-5 would pass a resume whose forward differs in the last float digits
-        pd.testing.assert_frame_equal(_frame(expected, name), _frame(actual, name), check_exact=True, obj=f"{name}.jsonl")
-    a, b = load_file(expected / "policy" / "model.safetensors"), load_file(actual / "policy" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "final policies differ"
-    meta = json.loads((actual / "run.json").read_text())
-    assert meta["status"] == "finished" and meta["steps_done"] == meta["steps"]
 
 
-def _mark_failed(run_dir: Path) -> None:
-    meta = json.loads((run_dir / "run.json").read_text())
-    (run_dir / "run.json").write_text(json.dumps(meta | {"status": "failed"}))
 
 
 # --- kill and resume ------------------------------------------------------------------------------------------
@@ -235,7 +216,7 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, cac
     expected = uninterrupted("offline_soft")
     run_dir = tmp_path / "run"
     shutil.copytree(expected, run_dir)
-    _mark_failed(run_dir)
+    mark_failed(run_dir)
     damaged = run_dir / "checkpoints" / "step_000006" / "tensors.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:1000])
     run(_config(cache, "offline_soft", "resume=true"), run_dir)
@@ -259,7 +240,7 @@ def test_finished_run_is_left_alone(tmp_path, cache, uninterrupted, capsys):
 def test_resume_with_another_config_names_the_key(tmp_path, cache, uninterrupted):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted("offline_soft"), run_dir)
-    _mark_failed(run_dir)
+    mark_failed(run_dir)
     with pytest.raises(CheckpointError, match=r"config key `loss.beta` is 0.2 but the run was started with 0.1"):
         run(_config(cache, "offline_soft", "resume=true", "loss.beta=0.2"), run_dir)
 
@@ -267,7 +248,7 @@ def test_resume_with_another_config_names_the_key(tmp_path, cache, uninterrupted
 def test_run_log_shorter_than_its_checkpoint_is_refused(tmp_path, cache, uninterrupted):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted("offline_soft"), run_dir)
-    _mark_failed(run_dir)
+    mark_failed(run_dir)
     (run_dir / "metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text()[:10])
     with pytest.raises(RunDirError, match=r"metrics.jsonl holds 10 bytes but held \d+ at the checkpoint"):
         run(_config(cache, "offline_soft", "resume=true"), run_dir)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_sampling_sources import tiny_model
+from tiny_models import tiny_model
 
 import shiftlab.rundir.checkpoint as ckpt
 from shiftlab.config import OptimConfig

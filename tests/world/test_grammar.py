@@ -13,7 +13,7 @@ from shiftlab.labels.oracles import VaderOracle
 from shiftlab.world import ReviewGrammar, load_sentence_polarity, make_prompts, split_texts
 from shiftlab.world import grammar as grammar_module
 
-SENTENCE_POLARITY = Path(__file__).resolve().parents[1].parent / "shared/data/sentence-polarity"
+SENTENCE_POLARITY = Path(__file__).resolve().parents[3] / "shared/data/sentence-polarity"
 N_SAMPLES = 20_000
 
 

@@ -27,7 +27,7 @@ from shiftlab.data.pairs import PreferencePair
 from shiftlab.training.loop import preference_step
 from shiftlab.training.precompute import attach_reference_logps, precompute_reference_logps, reference_logps
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAIRS = [
     PreferencePair("the movie was", " great .", " awful !"),
     PreferencePair("the film", " was good and the acting was fine .", " is bad , boring and too long ."),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_reliability import _mark_failed, assert_same_run
+from run_compare import assert_same_run, mark_failed
 from tiny import TINY_OVERRIDES
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -27,7 +27,7 @@ from shiftlab.training.loop import build_optimizer, optimizer_step
 from shiftlab.training.objectives import PreferenceObjective
 from shiftlab.training.ranks import Processes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 5])
@@ -217,7 +217,7 @@ def test_two_process_online_run_keeps_the_budget_and_resumes_exactly(tmp_path):
     # a 2-process run that died after its step-4 checkpoint, resumed by 2 processes, ends as the uninterrupted one
     shutil.copytree(tmp_path / "two", tmp_path / "resumed")
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step_000006")
-    _mark_failed(tmp_path / "resumed")
+    mark_failed(tmp_path / "resumed")
     _train(tmp_path, "resumed", *overrides, "resume=true", processes=2)
     assert json.loads((tmp_path / "resumed" / "run.json").read_text())["resumed_at"] == [4]
     assert_same_run(tmp_path / "two", tmp_path / "resumed")

@@ -24,7 +24,7 @@ from shiftlab.data.pairs import InvalidRecord, PreferenceDataError
 from shiftlab.stages.task import build_world
 from shiftlab.validation import ConfigError
 
-SENTENCE_POLARITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentence-polarity"
+SENTENCE_POLARITY = Path(__file__).resolve().parents[3] / "shared" / "data" / "sentence-polarity"
 
 
 @pytest.fixture(autouse=True)

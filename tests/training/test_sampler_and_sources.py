@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_models import EOS, PAD, PROMPTS, VOCAB, onpolicy_pairs, tiny_model
 
 from shiftlab.config import Pairing
 from shiftlab.data.batches import completions_to_batch
@@ -12,18 +12,6 @@ from shiftlab.functional.losses import sequence_logps
 from shiftlab.labels.pairing import form_pairs
 from shiftlab.models.sampler import sample_completions
 from shiftlab.training.reference import HardRefresh, SoftRefresh
-from shiftlab.training.sources import OnPolicyPairs
-
-EOS, PAD, VOCAB = 0, 0, 12
-
-
-def tiny_model(seed: int = 0) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=1, n_head=2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
-    return GPT2LMHeadModel(cfg).eval()
-
-
-PROMPTS = [[3, 4, 5], [6], [7, 8]]
 
 
 def _sample(model, seed=0, k=3, max_new_tokens=8):
@@ -103,11 +91,6 @@ def test_form_pairs_best_vs_worst_and_all_pairs_with_ties():
     assert pairs[0] == (0, 2, 0)
 
 
-def _onpolicy(oracle, **kw):
-    args = dict(decode=lambda ids: " ".join(map(str, ids)), oracle=oracle, k=3, pairing=Pairing.best_vs_worst,
-                prompts_per_round=3, sample_every=2, batch_size=2, max_new_tokens=6, max_resample=2,
-                eos_token_id=EOS, pad_token_id=PAD, seed=0, probe_size=4)
-    return OnPolicyPairs(PROMPTS, ["a", "b", "c"], **(args | kw))
 
 
 def _length_oracle(texts):
@@ -115,16 +98,16 @@ def _length_oracle(texts):
 
 
 def test_onpolicy_pairs_come_from_the_current_policy():
-    a = _onpolicy(_length_oracle).next_batch(tiny_model(0), 0)
-    b = _onpolicy(_length_oracle).next_batch(tiny_model(0), 0)
-    c = _onpolicy(_length_oracle).next_batch(tiny_model(5), 0)
+    a = onpolicy_pairs(_length_oracle).next_batch(tiny_model(0), 0)
+    b = onpolicy_pairs(_length_oracle).next_batch(tiny_model(0), 0)
+    c = onpolicy_pairs(_length_oracle).next_batch(tiny_model(5), 0)
     assert torch.equal(a.batch.input_ids, b.batch.input_ids)  # same policy, same seed
     assert not torch.equal(a.batch.input_ids, c.batch.input_ids)  # another policy, other samples
     assert a.counts == {"policy_samples": 9, "oracle_calls": 9}
 
 
 def test_onpolicy_round_serves_sample_every_steps_and_snapshots_the_behaviour_policy():
-    source, policy = _onpolicy(_length_oracle), tiny_model(0)
+    source, policy = onpolicy_pairs(_length_oracle), tiny_model(0)
     first = source.next_batch(policy, 0)
     second = source.next_batch(policy, 1)  # same round: no new samples
     assert second.counts == {} and second.stats["data/staleness"] == 1.0
@@ -137,7 +120,7 @@ def test_onpolicy_round_serves_sample_every_steps_and_snapshots_the_behaviour_po
 
 
 def test_onpolicy_all_ties_are_resampled_then_skipped_without_crashing():
-    source, policy = _onpolicy(lambda texts: np.zeros(len(texts))), tiny_model(0)
+    source, policy = onpolicy_pairs(lambda texts: np.zeros(len(texts))), tiny_model(0)
     data = source.next_batch(policy, 0)
     assert data.batch is None
     names = [e["event"] for e in data.events]

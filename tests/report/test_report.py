@@ -29,7 +29,7 @@ from shiftlab.report.cli import main_plot, main_report
 from shiftlab.report.stats import KL_SFT, interpolate_on_kl, match_values
 from shiftlab.report.tables import missing_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_BOOT = 1000
 GAP = 0.2
 

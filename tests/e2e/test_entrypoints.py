@@ -13,7 +13,7 @@ from tiny import TINY_OVERRIDES, compose_config
 from shiftlab.data.pairs import PreferenceDataError
 from shiftlab.experiment.lifecycle import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(tmp_path, *overrides):

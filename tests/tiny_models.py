@@ -1,0 +1,29 @@
+"""Tiny in-process models and pair sources for unit tests: a one-layer GPT-2 over a 12-token vocabulary."""
+
+from __future__ import annotations
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from shiftlab.config import Pairing
+from shiftlab.training.sources import OnPolicyPairs
+
+EOS, PAD, VOCAB = 0, 0, 12
+
+
+def tiny_model(seed: int = 0) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=1, n_head=2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+PROMPTS = [[3, 4, 5], [6], [7, 8]]
+
+
+def onpolicy_pairs(oracle, **kw):
+    args = dict(decode=lambda ids: " ".join(map(str, ids)), oracle=oracle, k=3, pairing=Pairing.best_vs_worst,
+                prompts_per_round=3, sample_every=2, batch_size=2, max_new_tokens=6, max_resample=2,
+                eos_token_id=EOS, pad_token_id=PAD, seed=0, probe_size=4)
+    return OnPolicyPairs(PROMPTS, ["a", "b", "c"], **(args | kw))
+
+
