@@ -22,7 +22,7 @@ from shiftlab.models.lora import add_adapters
 from shiftlab.rundir.runlog import RunLog
 from shiftlab.stages.preference_set import build_preference_set
 from shiftlab.stages.sft import build_sft
-from shiftlab.stages.task import World, build_world
+from shiftlab.stages.task import Task, build_task
 from shiftlab.training.evaluation import EvalPrompts, Evaluator
 from shiftlab.training.precompute import precompute_reference_logps
 from shiftlab.training.ranks import SINGLE, Processes
@@ -37,7 +37,7 @@ class SourceInputs:
     """What a pair source is built from: the run's config and the pieces built before it."""
 
     cfg: ShiftlabConfig
-    world: World
+    task: Task
     sft: torch.nn.Module
     policy: torch.nn.Module  # π_θ: a restored on-policy snapshot needs its architecture (adapters included)
     tokenizer: Any
@@ -50,7 +50,7 @@ class SourceInputs:
 def build_offline_source(x: SourceInputs) -> PairSource:
     cfg = x.cfg
     with x.processes.main_first():  # rank 0 builds and caches the set; every rank then holds the whole set
-        prefs = build_preference_set(cfg, x.world, x.sft, x.tokenizer, x.cache_dir, x.progress)
+        prefs = build_preference_set(cfg, x.task, x.sft, x.tokenizer, x.cache_dir, x.progress)
     x.log.event(0, "preference_set", **prefs.info)
     x.log.count(oracle_calls=prefs.oracle_calls, policy_samples=prefs.policy_samples)
     collator = PreferenceCollator(x.tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
@@ -67,10 +67,10 @@ def build_offline_source(x: SourceInputs) -> PairSource:
 def build_onpolicy_source(x: SourceInputs, kind=OnPolicyPairs, **extra) -> PairSource:
     cfg, s = x.cfg, x.cfg.source
     return kind(
-        encode_prompts(x.tokenizer, x.world.train_prompts, cfg.train.max_prompt_length),
-        x.world.train_prompts,
+        encode_prompts(x.tokenizer, x.task.train_prompts, cfg.train.max_prompt_length),
+        x.task.train_prompts,
         decode=x.tokenizer.decode,
-        oracle=x.world.oracle,
+        oracle=x.task.oracle,
         k=s.k,
         pairing=s.pairing,
         prompts_per_round=s.prompts_per_round,
@@ -96,18 +96,18 @@ def _too_many(key: str, value: int, n_prompts: int) -> ConfigError:
     return ConfigError(f"config key `{key}` must be ≤ the task's {n_prompts} training prompts, got {value}")
 
 
-def check_offline_sizes(cfg: ShiftlabConfig, world: World) -> None:
-    if world.user_pairs is None and cfg.preferences.n_prompts > len(world.train_prompts):
-        raise _too_many("preferences.n_prompts", cfg.preferences.n_prompts, len(world.train_prompts))
+def check_offline_sizes(cfg: ShiftlabConfig, task: Task) -> None:
+    if task.user_pairs is None and cfg.preferences.n_prompts > len(task.train_prompts):
+        raise _too_many("preferences.n_prompts", cfg.preferences.n_prompts, len(task.train_prompts))
 
 
-def check_onpolicy_sizes(cfg: ShiftlabConfig, world: World) -> None:
-    if cfg.source.prompts_per_round > len(world.train_prompts):
-        raise _too_many("source.prompts_per_round", cfg.source.prompts_per_round, len(world.train_prompts))
+def check_onpolicy_sizes(cfg: ShiftlabConfig, task: Task) -> None:
+    if cfg.source.prompts_per_round > len(task.train_prompts):
+        raise _too_many("source.prompts_per_round", cfg.source.prompts_per_round, len(task.train_prompts))
 
 
 class SourceRecipe(NamedTuple):
-    check: Callable[[ShiftlabConfig, World], None]  # sizes against the task, before π_sft costs any time
+    check: Callable[[ShiftlabConfig, Task], None]  # sizes against the task, before π_sft costs any time
     build: Callable[..., PairSource]
 
 
@@ -131,11 +131,11 @@ class Training:
 
 def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Processes = SINGLE) -> Training:
     cache_dir = Path(cfg.cache_dir).expanduser()
-    world = build_world(cfg.task, cfg.oracle)  # a bad user preference file fails here, before π_sft costs any time
+    task = build_task(cfg.task, cfg.oracle)  # a bad user preference file fails here, before π_sft costs any time
     recipe = SOURCES[cfg.source.kind]
-    recipe.check(cfg, world)
+    recipe.check(cfg, task)
     with processes.main_first():  # rank 0 trains and caches π_sft; the other ranks load it from the cache
-        sft, tokenizer, sft_curve, reused = build_sft(cfg, world, cache_dir, progress, processes.device)
+        sft, tokenizer, sft_curve, reused = build_sft(cfg, task, cache_dir, progress, processes.device)
     log.sft_rows(sft_curve)
     log.event(0, "sft_cached" if reused else "sft_trained", parameters=count_parameters(sft), final_loss=sft_curve[-1]["sft/loss"] if sft_curve else None)
     if reused:
@@ -143,14 +143,14 @@ def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Proces
     sft.requires_grad_(False)
     seed_everything(cfg.seed, cfg.threads)  # training draws do not depend on whether π_sft came from the cache
     policy = _trainable_copy(sft, cfg.model.lora, cfg.seed)  # draws nothing from the global generators
-    source = recipe.build(SourceInputs(cfg, world, sft, policy, tokenizer, cache_dir, progress, log, processes))
+    source = recipe.build(SourceInputs(cfg, task, sft, policy, tokenizer, cache_dir, progress, log, processes))
     schedule = build_reference_schedule(cfg.reference, sft, policy)
     if not processes.is_main:  # rank 0 evaluates for everyone: the replicas are identical
         return Training(policy, schedule, source, _no_evaluation, tokenizer)
-    eval_ids = encode_prompts(tokenizer, world.eval_prompts, cfg.train.max_prompt_length)
+    eval_ids = encode_prompts(tokenizer, task.eval_prompts, cfg.train.max_prompt_length)
     evaluator = Evaluator(
-        cfg.eval, EvalPrompts(eval_ids, world.eval_prompts), sft=sft, source=source, decode=tokenizer.decode,
-        oracle=world.oracle, world=world.grammar, max_new_tokens=cfg.train.max_new_tokens,
+        cfg.eval, EvalPrompts(eval_ids, task.eval_prompts), sft=sft, source=source, decode=tokenizer.decode,
+        oracle=task.oracle, grammar=task.grammar, max_new_tokens=cfg.train.max_new_tokens,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed + 10_000, log=log,
     )
     return Training(policy, schedule, source, evaluator, tokenizer)

@@ -18,7 +18,7 @@ from shiftlab.labels.pairing import label_round, pair_round
 from shiftlab.models.sampler import sample_completions
 from shiftlab.stages.cache import fingerprint, publish
 from shiftlab.stages.sft import sft_fingerprint
-from shiftlab.stages.task import World
+from shiftlab.stages.task import Task
 
 
 @dataclass
@@ -30,10 +30,10 @@ class PreferenceSet:
     info: dict
 
 
-def build_preference_set(cfg: ShiftlabConfig, world: World, sft, tokenizer, cache_dir: Path, progress_factory) -> PreferenceSet:
+def build_preference_set(cfg: ShiftlabConfig, task: Task, sft, tokenizer, cache_dir: Path, progress_factory) -> PreferenceSet:
     """The offline set (DPO paper's IMDb recipe) from π_sft, or a user JSONL when task.preferences_path is set."""
-    if world.user_pairs is not None:
-        return PreferenceSet(world.user_pairs, False, 0, 0, world.user_pairs_info)
+    if task.user_pairs is not None:
+        return PreferenceSet(task.user_pairs, False, 0, 0, task.user_pairs_info)
     p = cfg.preferences
     key = fingerprint(sft_fingerprint(cfg), p, cfg.oracle, cfg.seed, cfg.train.max_new_tokens, cfg.train.max_prompt_length)
     final = cache_dir / "preferences" / key
@@ -43,7 +43,7 @@ def build_preference_set(cfg: ShiftlabConfig, world: World, sft, tokenizer, cach
         info = json.loads((final / "info.json").read_text()) | {"cached": True}
         return PreferenceSet(pairs, True, calls, calls, info)
     rng = np.random.default_rng(cfg.seed)
-    chosen_prompts = [world.train_prompts[i] for i in rng.choice(len(world.train_prompts), p.n_prompts, replace=False)]
+    chosen_prompts = [task.train_prompts[i] for i in rng.choice(len(task.train_prompts), p.n_prompts, replace=False)]
     prompt_ids = encode_prompts(tokenizer, chosen_prompts, cfg.train.max_prompt_length)
     generator = torch.Generator().manual_seed(cfg.seed)
     pairs, dropped = [], {"ties": 0, "empty_responses": 0}
@@ -55,7 +55,7 @@ def build_preference_set(cfg: ShiftlabConfig, world: World, sft, tokenizer, cach
                 sft, ids, k=p.k, max_new_tokens=cfg.train.max_new_tokens,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, generator=generator,
             )
-            labelled = label_round(completions, texts, p.k, tokenizer.decode, world.oracle)
+            labelled = label_round(completions, texts, p.k, tokenizer.decode, task.oracle)
             indices, counts = pair_round(labelled, p.pairing)
             for key_, value in counts.items():
                 dropped[key_] += value

@@ -19,7 +19,7 @@ from shiftlab.config import SFTConfig, ShiftlabConfig
 from shiftlab.data.batches import ensure_pad_token
 from shiftlab.models.build import build_model, load_pretrained, prepare_for_training, resolve_dtype, train_tokenizer
 from shiftlab.stages.cache import fingerprint, local_stamp, publish
-from shiftlab.stages.task import World
+from shiftlab.stages.task import Task
 
 
 def encode_corpus(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -90,7 +90,7 @@ def sft_fingerprint(cfg: ShiftlabConfig) -> str:
     return fingerprint(cfg.task, model, cfg.sft, cfg.train.max_length, stamps)
 
 
-def build_sft(cfg: ShiftlabConfig, world: World, cache_dir: Path, progress_factory, device: torch.device | str = "cpu") -> tuple[Any, Any, list[dict], bool]:
+def build_sft(cfg: ShiftlabConfig, task: Task, cache_dir: Path, progress_factory, device: torch.device | str = "cpu") -> tuple[Any, Any, list[dict], bool]:
     """π_sft and its tokenizer, on `device`: loaded from the cache when present, else trained there and cached.
 
     Returns (model, tokenizer, loss curve rows, reused?).
@@ -105,14 +105,14 @@ def build_sft(cfg: ShiftlabConfig, world: World, cache_dir: Path, progress_facto
         return prepare_for_training(model, cfg.model).to(device).eval(), tokenizer, curve, True
     torch.manual_seed(cfg.task.seed)
     if cfg.model.name_or_path is None:
-        tokenizer = train_tokenizer(world.corpus, cfg.model.vocab_size)
+        tokenizer = train_tokenizer(task.corpus, cfg.model.vocab_size)
         model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id).to(dtype)
         prepare_for_training(model, cfg.model)
     else:
         model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model)
     model.to(device)
     with progress_factory(total=cfg.sft.steps, desc="SFT π_sft") as bar:
-        curve = train_sft(model, tokenizer, world.corpus, cfg.sft, cfg.train.max_length, cfg.task.seed, bar)
+        curve = train_sft(model, tokenizer, task.corpus, cfg.sft, cfg.train.max_length, cfg.task.seed, bar)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

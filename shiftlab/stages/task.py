@@ -15,29 +15,29 @@ from shiftlab.world import ReviewGrammar, load_sentence_polarity, make_prompts, 
 
 
 @dataclass
-class World:
+class Task:
     corpus: list[str]  # SFT text
     train_prompts: list[str]
     eval_prompts: list[str]
-    oracle: Oracle | None  # set by build_world once the data has loaded
+    oracle: Oracle | None  # set by build_task once the data has loaded
     grammar: ReviewGrammar | None  # exact text log-probs when the corpus comes from shiftlab's own grammar
     user_pairs: list[PreferencePair] | None = None  # human pairs (a preference dataset or file), validated up front
     user_pairs_info: dict | None = None
 
 
-def build_world(cfg: TaskConfig, oracle: OracleConfig | None = None) -> World:
+def build_task(cfg: TaskConfig, oracle: OracleConfig | None = None) -> Task:
     """The task's texts, prompts and pairs, and the oracle (`oracle`, VADER when None)."""
     rng = np.random.default_rng(cfg.seed)
-    world = WORLDS[cfg.corpus](cfg, rng)
+    task = TASK_BUILDERS[cfg.corpus](cfg, rng)
     if cfg.preferences_path:
-        world.user_pairs, report = load_preferences_file(cfg.preferences_path, cfg.on_invalid)
-        world.user_pairs_info = {"path": cfg.preferences_path, "loaded": report.n_loaded, "skipped": report.skipped}
-    world.oracle = build_oracle(oracle or OracleConfig())  # last: bad data fails before a classifier is loaded
-    return world
+        task.user_pairs, report = load_preferences_file(cfg.preferences_path, cfg.on_invalid)
+        task.user_pairs_info = {"path": cfg.preferences_path, "loaded": report.n_loaded, "skipped": report.skipped}
+    task.oracle = build_oracle(oracle or OracleConfig())  # last: bad data fails before a classifier is loaded
+    return task
 
 
-def _prefix_world(cfg: TaskConfig, rng, texts: list[str], eval_texts: list[str] | None,
-                  grammar: ReviewGrammar | None = None) -> World:
+def _prefix_task(cfg: TaskConfig, rng, texts: list[str], eval_texts: list[str] | None,
+                  grammar: ReviewGrammar | None = None) -> Task:
     """SFT on texts; prompts are their first 2–8 words (the DPO paper's IMDb recipe); eval prompts come from
     held-out texts, or from `eval_texts` (another split) when given."""
     if eval_texts is None:
@@ -51,25 +51,25 @@ def _prefix_world(cfg: TaskConfig, rng, texts: list[str], eval_texts: list[str] 
         )
     eval_prompts = make_prompts(held_out[: cfg.n_eval_prompts], rng, cfg.prompt_min_words, cfg.prompt_max_words)
     train_prompts = make_prompts(train_texts, rng, cfg.prompt_min_words, cfg.prompt_max_words)
-    return World(train_texts, train_prompts, eval_prompts, None, grammar)
+    return Task(train_texts, train_prompts, eval_prompts, None, grammar)
 
 
-def _grammar_world(cfg: TaskConfig, rng) -> World:
+def _grammar_task(cfg: TaskConfig, rng) -> Task:
     grammar = ReviewGrammar()
-    return _prefix_world(cfg, rng, grammar.sample(cfg.n_texts, rng), None, grammar)
+    return _prefix_task(cfg, rng, grammar.sample(cfg.n_texts, rng), None, grammar)
 
 
-def _directory_world(cfg: TaskConfig, rng) -> World:
-    return _prefix_world(cfg, rng, load_sentence_polarity(cfg.corpus_dir), None)
+def _directory_task(cfg: TaskConfig, rng) -> Task:
+    return _prefix_task(cfg, rng, load_sentence_polarity(cfg.corpus_dir), None)
 
 
-def _text_world(cfg: TaskConfig, rng) -> World:
+def _text_task(cfg: TaskConfig, rng) -> Task:
     texts = load_text_split(cfg, cfg.dataset.split)[0]
     eval_texts = load_text_split(cfg, cfg.dataset.eval_split)[0] if cfg.dataset.eval_split else None
-    return _prefix_world(cfg, rng, texts, eval_texts)
+    return _prefix_task(cfg, rng, texts, eval_texts)
 
 
-def _preference_world(cfg: TaskConfig, rng) -> World:
+def _preference_task(cfg: TaskConfig, rng) -> Task:
     """The dataset's pairs are the offline set, its prompts the prompts, prompt + chosen the SFT text (the DPO
     paper's HH recipe). Eval prompts come from dataset.eval_split, or are held out by prompt (with their pairs)."""
     pairs, report, source = load_preference_split(cfg, cfg.dataset.split)
@@ -94,7 +94,7 @@ def _preference_world(cfg: TaskConfig, rng) -> World:
     eval_prompts = [candidates[i] for i in rng.permutation(len(candidates))[:n_eval]]
     info["pairs"] = len(pairs)
     corpus = [p.prompt + p.chosen for p in pairs]
-    return World(corpus, prompts, eval_prompts, None, None, pairs, info)
+    return Task(corpus, prompts, eval_prompts, None, None, pairs, info)
 
 
 def _split_off(items: list[str], rng, n: int) -> tuple[list[str], list[str]]:
@@ -103,9 +103,9 @@ def _split_off(items: list[str], rng, n: int) -> tuple[list[str], list[str]]:
     return [x for i, x in enumerate(items) if i in picked], [x for i, x in enumerate(items) if i not in picked]
 
 
-WORLDS = {
-    CorpusKind.grammar: _grammar_world,
-    CorpusKind.directory: _directory_world,
-    CorpusKind.text: _text_world,
-    CorpusKind.preferences: _preference_world,
+TASK_BUILDERS = {
+    CorpusKind.grammar: _grammar_task,
+    CorpusKind.directory: _directory_task,
+    CorpusKind.text: _text_task,
+    CorpusKind.preferences: _preference_task,
 }

@@ -115,7 +115,7 @@ class Evaluator:
         source: PairSource,
         decode: Callable[[list[int]], str],
         oracle: Oracle,
-        world=None,  # a grammar with exact `logprob` / `prefix_logprobs`, or None for corpora without one
+        grammar=None,  # a grammar with exact `logprob` / `prefix_logprobs`, or None for corpora without one
         max_new_tokens: int,
         eos_token_id: int,
         pad_token_id: int,
@@ -123,7 +123,7 @@ class Evaluator:
         log: RunLog,
     ):
         self.cfg, self.prompts = cfg, EvalPrompts(prompts.ids[: cfg.n_prompts], prompts.texts[: cfg.n_prompts])
-        self.sft, self.source, self.decode, self.oracle, self.world = sft, source, decode, oracle, world
+        self.sft, self.source, self.decode, self.oracle, self.grammar = sft, source, decode, oracle, grammar
         self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
         self.seed, self.log = seed, log
 
@@ -155,7 +155,7 @@ class Evaluator:
                 metrics |= self._data_metrics(fw, policy, ref, probe, batch, step)
                 on_data, on_policy = metrics["eval/kl_ref_on_data"], metrics["eval/kl_ref_on_policy"]
                 metrics["eval/kl_shift_ratio"] = on_policy / on_data if on_data > 0 else float("nan")
-            if self.world is not None:
+            if self.grammar is not None:
                 metrics |= self._world_metrics(texts, [len(p.split()) for p in self.prompts.texts], step)
         self.log.samples(step, [
             {"prompt": p, "response": r, "reward": float(w)}
@@ -205,12 +205,12 @@ class Evaluator:
 
     def _world_metrics(self, texts: Sequence[str], len_prompt_words: Sequence[int], step: int) -> dict[str, float]:
         """Off-support rate made exact: the world's grammar scores every sample and every prefix of it."""
-        full = np.array([self.world.logprob(t) for t in texts])
+        full = np.array([self.grammar.logprob(t) for t in texts])
         supported = np.isfinite(full)
         depth = max(1, max(len(t.split()) - n for t, n in zip(texts, len_prompt_words)))
         off = np.zeros((len(texts), depth))
         for i, (text, n_prompt) in enumerate(zip(texts, len_prompt_words)):
-            prefix = np.asarray(self.world.prefix_logprobs(text))[n_prompt:]  # after each response word
+            prefix = np.asarray(self.grammar.prefix_logprobs(text))[n_prompt:]  # after each response word
             unsupported = ~np.isfinite(prefix)
             off[i, : len(unsupported)] = unsupported
             off[i, len(unsupported):] = not supported[i]  # ended: the whole text decides

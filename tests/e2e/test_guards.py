@@ -65,7 +65,7 @@ def test_empty_evaluation_samples_are_counted_and_divergences_survive(tmp_path, 
     evaluator = Evaluator(
         EvalConfig(n_prompts=16, n_samples_logged=2, probe_pairs=8, mmd_permutations=20), EvalPrompts(ids, texts),
         sft=sft, source=source, decode=tiny_tokenizer.decode, oracle=lambda t: np.array([len(x) for x in t], float),
-        world=ReviewGrammar(), max_new_tokens=6, eos_token_id=tiny_tokenizer.eos_token_id,
+        grammar=ReviewGrammar(), max_new_tokens=6, eos_token_id=tiny_tokenizer.eos_token_id,
         pad_token_id=tiny_tokenizer.pad_token_id, seed=0, log=RunLog(tmp_path, {}),
     )
     metrics = evaluator(policy, sft, 0)

@@ -154,8 +154,8 @@ def test_bad_oracle_config_names_the_key(overrides, key):
 
 
 def test_world_uses_the_configured_oracle(tmp_path):
-    from shiftlab.stages.task import build_world
+    from shiftlab.stages.task import build_task
 
     cfg = compose_config(["oracle=function", "oracle.function=test_oracles:word_count"])
-    world = build_world(cfg.task, cfg.oracle)
-    assert world.oracle(["a b c"]).tolist() == [3.0]
+    task = build_task(cfg.task, cfg.oracle)
+    assert task.oracle(["a b c"]).tolist() == [3.0]

@@ -17,7 +17,7 @@ from shiftlab.experiment.lifecycle import run
 from shiftlab.functional.losses import sequence_logps
 from shiftlab.models.build import is_checkpointing, load_pretrained, resolve_dtype
 from shiftlab.stages.sft import build_sft
-from shiftlab.stages.task import build_world
+from shiftlab.stages.task import build_task
 
 TEXTS = ["the movie was great .", "the film was awful !"]
 
@@ -98,9 +98,9 @@ class _Bar:
 def test_sft_cache_reapplies_dtype_and_checkpointing(tmp_path):
     model_dir = save_tiny_causal_lm(tmp_path / "gpt2", texts=TEXTS)
     cfg = compose_config([f"model.name_or_path={model_dir}", "model.gradient_checkpointing=true", "sft.steps=2", "task.n_texts=200"])
-    world = build_world(cfg.task)
-    first = build_sft(cfg, world, tmp_path / "cache", lambda total, desc: nullcontext(_Bar()))
-    again = build_sft(cfg, world, tmp_path / "cache", lambda total, desc: nullcontext(_Bar()))
+    task = build_task(cfg.task)
+    first = build_sft(cfg, task, tmp_path / "cache", lambda total, desc: nullcontext(_Bar()))
+    again = build_sft(cfg, task, tmp_path / "cache", lambda total, desc: nullcontext(_Bar()))
     assert not first[3] and again[3]
     assert is_checkpointing(first[0]) and is_checkpointing(again[0])
     assert all(m.p == 0.0 for m in again[0].modules() if isinstance(m, torch.nn.Dropout))
@@ -114,7 +114,7 @@ def test_run_with_a_pretrained_checkpoint_trains_and_writes_metrics(tmp_path):
     run_dir = run(cfg, tmp_path / "run")
     metrics = pd.read_json(run_dir / "metrics.jsonl", lines=True)
     assert metrics["loss"].notna().sum() == 4 and metrics["loss"].dropna().map(pd.notna).all()
-    assert metrics["eval/reward"].notna().sum() == 3 and "eval/off_support" in metrics.columns  # grammar world
+    assert metrics["eval/reward"].notna().sum() == 3 and "eval/off_support" in metrics.columns  # grammar task
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     policy = AutoModelForCausalLM.from_pretrained(run_dir / "policy")
     assert policy.config.n_embd == 32  # the tiny checkpoint, fine-tuned, not a model built from model.n_embd
