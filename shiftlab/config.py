@@ -3,6 +3,9 @@
 Every group of `conf/` fills one of these dataclasses; the schema is registered with Hydra's ConfigStore, so a
 misspelt key, a wrong type or an unknown enum value fails at start-up with Hydra's message. `validate` adds the
 range checks a type cannot express (β > 0, 0 < α ≤ 1, ...) and names the key that is wrong.
+
+Why this module is long: it is every config group's schema, kept in one file so that one read shows every key a
+run accepts; each dataclass is short.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from shiftlab.cell import derive_cell
 
 
-class CorpusKind(Enum):
+class TaskKind(Enum):  # task.kind: where the task's texts and prompts come from
     grammar = "grammar"  # the embedded world: shiftlab's own review grammar, exact log-probs
     directory = "directory"  # real review text, sentence-polarity layout (rt-polarity.pos / .neg)
     text = "text"  # a text dataset (task.dataset): the SFT corpus, and review-prefix prompts (the DPO paper's IMDb task)
@@ -43,14 +49,14 @@ class Pairing(Enum):
     all_pairs = "all_pairs"
 
 
-class LossName(Enum):
+class LossKind(Enum):
     dpo = "dpo"
     ipo = "ipo"
     hinge = "hinge"
     rloo = "rloo"  # on-policy RL: REINFORCE leave-one-out with a KL penalty to π_sft (β is β_rl); needs source=rollouts
 
 
-class OptimizerName(Enum):
+class OptimKind(Enum):
     adamw = "adamw"
     rmsprop = "rmsprop"
 
@@ -85,21 +91,22 @@ class DatasetConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "reviews"
+    name: str = "reviews"  # the task's label: an identity a study's runs must share, not a variant, so not `kind`
     seed: int = 0  # the world (corpus, prompts) and π_sft depend on this seed only, so a study's runs share them
-    corpus: CorpusKind = CorpusKind.grammar
-    corpus_dir: str | None = None  # required when corpus=directory
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)  # required when corpus=text or preferences
-    format: PreferenceFormat = PreferenceFormat.columns  # corpus=preferences: how a row holds a pair
+    kind: TaskKind = TaskKind.grammar
+    corpus_dir: str | None = None  # required when kind=directory
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)  # required when kind=text or preferences
+    format: PreferenceFormat = PreferenceFormat.columns  # kind=preferences only: a row's layout, its own axis
     assistant_marker: str = "\n\nAssistant:"  # format=hh: a prompt ends with the last one
-    prompt_template: str = "{prompt}"  # corpus=preferences: wraps each prompt (the pair's and the SFT text's)
-    text_replace: dict[str, str] = field(default_factory=dict)  # corpus=text: substring -> replacement (IMDb "<br />")
+    prompt_template: str = "{prompt}"  # kind=preferences: wraps each prompt (the pair's and the SFT text's)
+    text_replace: dict[str, str] = field(default_factory=dict)  # kind=text: substring -> replacement (IMDb "<br />")
     n_texts: int = 30000  # grammar corpus size (directory corpora use every line)
     n_eval_prompts: int = 128  # fixed held-out prompts for evaluation
     prompt_min_words: int = 2
     prompt_max_words: int = 8
     preferences_path: str | None = None  # a local .jsonl / .jsonl.gz / .parquet of prompt/chosen/rejected instead of the built set
     on_invalid: OnInvalid = OnInvalid.error
+    corpus: str | None = None  # renamed `kind`: kept only so the old key fails naming the new one (RENAMED_KEYS)
 
 
 @dataclass
@@ -197,20 +204,22 @@ class ReferenceConfig:
 
 @dataclass
 class LossConfig:
-    name: LossName = LossName.dpo
+    kind: LossKind = LossKind.dpo
     beta: float = 0.1
     label_smoothing: float = 0.0  # conservative DPO ε (dpo only)
     clip: float | None = None  # rloo only: PPO ratio clip ε for reusing a round over source.sample_every inner epochs
+    name: str | None = None  # renamed `kind`: kept only so the old key fails naming the new one (RENAMED_KEYS)
 
 
 @dataclass
 class OptimConfig:
-    name: OptimizerName = OptimizerName.adamw
+    kind: OptimKind = OptimKind.adamw
     lr: float = 5e-5
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
     grad_accum: int = 1
+    name: str | None = None  # renamed `kind`: kept only so the old key fails naming the new one (RENAMED_KEYS)
 
 
 @dataclass
@@ -248,7 +257,6 @@ class CheckpointConfig:
 
 @dataclass
 class ShiftlabConfig:
-    mode: str = "offline"  # the cell name, written to run.json; set by conf/mode/*.yaml
     seed: int = 0
     threads: int = 2  # torch intra-op threads; fixed so metrics are reproducible
     cache_dir: str = ".shiftlab_cache"  # SFT models and built preference sets, keyed by a hash of their inputs
@@ -269,9 +277,16 @@ class ShiftlabConfig:
 
 
 def register_configs() -> None:
-    """Register the schema; `conf/train.yaml` names it first in its defaults list."""
+    """Register the schema (`conf/train.yaml` names it first in its defaults list) and the `cell` resolver:
+    `${cell:${source.kind},${reference.kind},${loss.kind}}` names Hydra's run directory by what the run does."""
     ConfigStore.instance().store(name="shiftlab_schema", node=ShiftlabConfig)
+    if not OmegaConf.has_resolver("cell"):
+        OmegaConf.register_new_resolver("cell", derive_cell)
 
+
+# "Which variant" is `kind` in every group. The old keys stay in the schema as null placeholders, so `loss.name=ipo` (or
+# `name: ipo` in a YAML file) composes and then fails in `validate` naming the new key, not with "key not in struct".
+RENAMED_KEYS = {"loss.name": "loss.kind", "optim.name": "optim.kind", "task.corpus": "task.kind"}
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 MIXED_PRECISION = ("no", "bf16")
@@ -280,8 +295,18 @@ LOCAL_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt", ".txt.gz")
 
 def dataset_fields(task: TaskConfig) -> tuple[str, ...]:
     """The fields a task reads from each row of task.dataset: the keys task.dataset.columns may rename."""
-    if task.corpus is CorpusKind.text:
+    if task.kind is TaskKind.text:
         return ("text",)
     if task.format is PreferenceFormat.hh:
         return ("chosen", "rejected")  # the prompt is cut from the dialogues, not read
     return ("prompt", "chosen", "rejected")
+
+
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping → {"loss.beta": 0.1, ...}: the run's identity for resuming, the report's columns."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten_config(value, f"{prefix}{key}."))
+    return flat

@@ -15,16 +15,17 @@ from shiftlab.config import (
     LOCAL_FILE_SUFFIXES,
     MIXED_PRECISION,
     MODEL_DTYPES,
+    RENAMED_KEYS,
     ColumnsConfig,
-    CorpusKind,
     LoraConfig,
-    LossName,
+    LossKind,
     OracleConfig,
     OracleKind,
     ReferenceKind,
     ShiftlabConfig,
     SourceKind,
     TaskConfig,
+    TaskKind,
     dataset_fields,
 )
 
@@ -40,6 +41,7 @@ def _check(ok: bool, key: str, expected: str, value: object) -> None:
 
 def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
     """Range checks a type cannot express. Returns cfg so it can wrap a conversion."""
+    _reject_renamed_keys(cfg)
     positive = {
         "task.n_eval_prompts": cfg.task.n_eval_prompts,
         "model.vocab_size": cfg.model.vocab_size,
@@ -138,8 +140,8 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
     _check(_is_device(cfg.train.device), "train.device", "auto, cpu, cuda, cuda:N or mps", cfg.train.device)
     _check(cfg.train.mixed_precision in MIXED_PRECISION, "train.mixed_precision", " or ".join(MIXED_PRECISION),
            cfg.train.mixed_precision)
-    if cfg.task.corpus is CorpusKind.directory:
-        _check(bool(cfg.task.corpus_dir), "task.corpus_dir", "a directory path when task.corpus=directory", cfg.task.corpus_dir)
+    if cfg.task.kind is TaskKind.directory:
+        _check(bool(cfg.task.corpus_dir), "task.corpus_dir", "a directory path when task.kind=directory", cfg.task.corpus_dir)
     _validate_objective(cfg)
     _validate_speedups(cfg)
     _validate_lora(cfg.model.lora)
@@ -148,18 +150,29 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
     return cfg
 
 
+def _reject_renamed_keys(cfg: ShiftlabConfig) -> None:
+    for old, new in RENAMED_KEYS.items():
+        group, key = old.split(".")
+        value = getattr(getattr(cfg, group), key)
+        if value is not None:
+            raise ConfigError(
+                f"config key `{old}` was renamed `{new}`: write {new}={value} on the command line, or "
+                f"`{new.split('.')[1]}: {value}` in a conf/{group}/ file"
+            )
+
+
 def _validate_task_data(task: TaskConfig) -> None:
-    uses_dataset = task.corpus in (CorpusKind.text, CorpusKind.preferences)
-    kind = task.corpus.value
+    uses_dataset = task.kind in (TaskKind.text, TaskKind.preferences)
+    kind = task.kind.value
     if uses_dataset:
-        _check(bool(task.dataset.path), "task.dataset.path", f"a hub id, file or folder when task.corpus={kind}", task.dataset.path)
+        _check(bool(task.dataset.path), "task.dataset.path", f"a hub id, file or folder when task.kind={kind}", task.dataset.path)
     _check(task.dataset.max_rows is None or task.dataset.max_rows >= 1, "task.dataset.max_rows", "≥ 1 or null", task.dataset.max_rows)
     fields = dataset_fields(task)
     columns = {f.name: getattr(task.dataset.columns, f.name) for f in dataclasses.fields(ColumnsConfig)}
     for key, column in columns.items():
         if column is None:
             continue
-        read = f"null: task.corpus={kind}" + (f", task.format={task.format.value}" if kind == "preferences" else "")
+        read = f"null: task.kind={kind}" + (f", task.format={task.format.value}" if kind == "preferences" else "")
         _check(not uses_dataset or key in fields, f"task.dataset.columns.{key}", f"{read} reads only {', '.join(fields)}", column)
         _check(bool(column), f"task.dataset.columns.{key}", "a column name or null", column)
     renamed = [columns[f] or f for f in fields]
@@ -172,8 +185,8 @@ def _validate_task_data(task: TaskConfig) -> None:
     _check(task.prompt_template.count("{prompt}") == 1, "task.prompt_template", 'a text holding "{prompt}" once', task.prompt_template)
     _check(bool(task.assistant_marker.strip()), "task.assistant_marker", "a non-blank marker", task.assistant_marker)
     _check(
-        not (task.preferences_path and task.corpus is CorpusKind.preferences), "task.preferences_path",
-        "null when task.corpus=preferences (the pairs come from task.dataset)", task.preferences_path,
+        not (task.preferences_path and task.kind is TaskKind.preferences), "task.preferences_path",
+        "null when task.kind=preferences (the pairs come from task.dataset)", task.preferences_path,
     )
 
 
@@ -214,15 +227,15 @@ def _validate_speedups(cfg: ShiftlabConfig) -> None:
             f"true with reference={cfg.reference.kind.value}, source={cfg.source.kind.value}",
         )
     if cfg.train.packing:
-        _check(cfg.loss.name is not LossName.rloo, "train.packing", "false with loss=rloo (rollouts are scored padded)", True)
+        _check(cfg.loss.kind is not LossKind.rloo, "train.packing", "false with loss=rloo (rollouts are scored padded)", True)
 
 
 def _validate_objective(cfg: ShiftlabConfig) -> None:
     """Pairs feed preference losses and rollouts feed policy gradients: the two must be chosen together."""
-    rl = cfg.loss.name is LossName.rloo
+    rl = cfg.loss.kind is LossKind.rloo
     _check(
-        rl == (cfg.source.kind is SourceKind.rollouts), "loss.name",
-        "rloo exactly when source=rollouts (use mode=rl)" if not rl else "rloo only with source=rollouts", cfg.loss.name.value,
+        rl == (cfg.source.kind is SourceKind.rollouts), "loss.kind",
+        "rloo exactly when source=rollouts (use mode=rl)" if not rl else "rloo only with source=rollouts", cfg.loss.kind.value,
     )
     if not rl:
         _check(cfg.loss.clip is None, "loss.clip", "null unless loss=rloo", cfg.loss.clip)

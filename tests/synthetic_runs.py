@@ -123,9 +123,9 @@ def _curves(row: dict) -> list[dict]:
 
 
 def _config(cell, seed, steps, eval_every, source, reference) -> dict:
-    return {"seed": seed, "mode": cell,
+    return {"seed": seed,
             "train": {"steps": steps, "eval_every": eval_every, "batch_size": BATCH},
-            "loss": {"name": "dpo", "beta": 0.1},
+            "loss": {"kind": "dpo", "beta": 0.1},
             "source": {"kind": source},
             "reference": {"kind": reference, "refresh_every": REFRESH_EVERY if reference != "fixed" else 0},
             "model": {"name": "tiny-gpt", "n_layer": 2, "n_embd": 64},

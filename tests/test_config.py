@@ -9,6 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 from tiny import CONF_DIR, compose_config
 
+from shiftlab.cell import cell_of
 from shiftlab.config import ReferenceKind, ShiftlabConfig, SourceKind
 from shiftlab.validation import ConfigError
 
@@ -29,17 +30,63 @@ def test_every_option_of_every_group_composes(group, option):
 
 
 def test_groups_cover_the_documented_axes():
-    assert {"mode", "task", "model", "source", "reference", "loss", "optim"} <= set(GROUPS)
+    assert {"mode", "task", "model", "source", "reference", "loss", "optim", "debug"} <= set(GROUPS)
 
 
 @pytest.mark.parametrize(
     "mode,source,reference",
     [("offline", SourceKind.offline, ReferenceKind.fixed), ("trdpo", SourceKind.offline, ReferenceKind.hard),
-     ("oaif", SourceKind.onpolicy, ReferenceKind.fixed), ("online", SourceKind.onpolicy, ReferenceKind.hard)],
+     ("oaif", SourceKind.onpolicy, ReferenceKind.fixed), ("online", SourceKind.onpolicy, ReferenceKind.hard),
+     ("rl", SourceKind.rollouts, ReferenceKind.fixed)],
 )
-def test_mode_presets_are_the_four_cells(mode, source, reference):
+def test_each_mode_preset_sets_the_parts_of_its_cell(mode, source, reference):
     cfg = compose_config([f"mode={mode}"], tiny=False)
-    assert (cfg.mode, cfg.source.kind, cfg.reference.kind) == (mode, source, reference)
+    assert (cell_of(cfg), cfg.source.kind, cfg.reference.kind) == (mode, source, reference)
+    assert set(_options("mode")) == {"offline", "trdpo", "oaif", "online", "rl"}  # a new preset needs a row here
+
+
+def test_the_cell_follows_a_command_line_part_not_the_preset():
+    assert cell_of(compose_config(["mode=offline", "source=onpolicy"], tiny=False)) == "oaif"
+    assert cell_of(compose_config(["mode=online", "reference=fixed"], tiny=False)) == "oaif"
+    assert cell_of(compose_config(["mode=offline", "reference=soft"], tiny=False)) == "trdpo"
+
+
+def test_hydra_names_the_run_directory_by_the_derived_cell():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from shiftlab.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["mode=offline", "source=onpolicy", "seed=3"], return_hydra_config=True)
+    cfg.hydra.job.num = 7  # set by the launcher in a sweep
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir")
+    assert run_dir.startswith("outputs/oaif/") and run_dir.endswith("_seed3")
+    assert OmegaConf.select(cfg, "hydra.sweep.subdir") == "7_oaif_seed3"
+
+
+@pytest.mark.parametrize(
+    "override,old,new",
+    [("loss.name=ipo", "loss.name", "loss.kind"), ("optim.name=rmsprop", "optim.name", "optim.kind"),
+     ("task.corpus=text", "task.corpus", "task.kind")],
+)
+def test_a_renamed_key_on_the_command_line_fails_naming_the_new_key(override, old, new):
+    with pytest.raises(ConfigError, match=f"`{old}` was renamed `{new}`"):
+        compose_config([override], tiny=False)
+
+
+def test_a_renamed_key_in_a_yaml_file_fails_naming_the_new_key(tmp_path):
+    (tmp_path / "loss").mkdir()
+    (tmp_path / "loss" / "old_style.yaml").write_text("name: ipo\nbeta: 0.1\n")  # a user's file from before the rename
+    with pytest.raises(ConfigError, match="`loss.name` was renamed `loss.kind`: write loss.kind=ipo"):
+        compose_config([f"hydra.searchpath=[file://{tmp_path}]", "loss=old_style"], tiny=False)
+
+
+def test_debug_tiny_is_a_small_run_of_any_mode():
+    cfg = compose_config(["debug=tiny", "mode=online"], tiny=False)
+    assert (cfg.train.steps, cfg.model.n_layer, cfg.progress, cell_of(cfg)) == (4, 1, False, "online")
+    assert compose_config(["mode=online"], tiny=False).train.steps == 200  # off unless asked for
 
 
 def test_command_line_axis_overrides_a_mode_preset():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from shiftlab.config import Pairing
-from shiftlab.training.sources import OnPolicyPairs
+from shiftlab.config import Pairing, SourceConfig
+from shiftlab.labels.pairing import Labeller
+from shiftlab.models.sampler import SamplerSettings
+from shiftlab.training.sources import OnPolicyPairs, Prompts
 
 EOS, PAD, VOCAB = 0, 0, 12
 
@@ -20,10 +22,10 @@ def tiny_model(seed: int = 0) -> GPT2LMHeadModel:
 PROMPTS = [[3, 4, 5], [6], [7, 8]]
 
 
-def onpolicy_pairs(oracle, **kw):
-    args = dict(decode=lambda ids: " ".join(map(str, ids)), oracle=oracle, k=3, pairing=Pairing.best_vs_worst,
-                prompts_per_round=3, sample_every=2, batch_size=2, max_new_tokens=6, max_resample=2,
-                eos_token_id=EOS, pad_token_id=PAD, seed=0, probe_size=4)
-    return OnPolicyPairs(PROMPTS, ["a", "b", "c"], **(args | kw))
+def onpolicy_pairs(oracle) -> OnPolicyPairs:
+    """An on-policy source over PROMPTS: rounds of k=3 completions (at most 6 tokens) for all three prompts."""
+    cfg = SourceConfig(k=3, pairing=Pairing.best_vs_worst, prompts_per_round=3, sample_every=2, batch_size=2, max_resample=2)
+    return OnPolicyPairs(Prompts(PROMPTS, ["a", "b", "c"]), cfg, SamplerSettings(6, EOS, PAD),
+                         Labeller(lambda ids: " ".join(map(str, ids)), oracle), seed=0, probe_size=4)
 
 

@@ -8,7 +8,6 @@ includes what it calls, so nested rows overlap); together they say which part of
 
 from __future__ import annotations
 
-import contextlib
 import cProfile
 import pstats
 import time
@@ -33,15 +32,16 @@ def _compose(repo: Path, overrides: list[str]):
 
 def profile_evaluation(repo: Path, overrides: list[str], workdir: Path) -> tuple[float, list[tuple[str, float]]]:
     """(seconds of the profiled evaluation, [(function, cumulative seconds)]) for the config the overrides give."""
+    from shiftlab.cell import cell_of
     from shiftlab.experiment.factory import build_training
-    from shiftlab.experiment.setup import quiet_libraries, seed_everything
+    from shiftlab.experiment.setup import progress_factory, quiet_libraries, seed_everything
     from shiftlab.rundir.runlog import RunLog
 
     cfg = _compose(repo, overrides)
     quiet_libraries()
     seed_everything(cfg.seed, cfg.threads)
-    log = RunLog(workdir / "profile_run", {"cell": cfg.mode})
-    training = build_training(cfg, log, lambda total, desc: contextlib.nullcontext(_Silent()))
+    log = RunLog(workdir / "profile_run", {"cell": cell_of(cfg)})
+    training = build_training(cfg, log, progress_factory(enabled=False))
     training.evaluator(training.policy, training.schedule.ref, 0)  # warm-up
     profiler = cProfile.Profile()
     start = time.perf_counter()
@@ -61,12 +61,6 @@ def _shown(path: str, name: str) -> bool:
     if "/shiftlab/" not in path or "/bench/" in path:
         return False
     return name != "__call__" or "oracle" in Path(path).name
-
-
-class _Silent:
-    def update(self, n: int = 1) -> None: ...
-
-    def set_postfix(self, *args, **kwargs) -> None: ...
 
 
 def render_profile(mode: str, seconds: float, rows: list[tuple[str, float]]) -> str:

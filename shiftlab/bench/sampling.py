@@ -14,20 +14,11 @@ import torch
 from shiftlab.bench.report import Figure, Section, Target
 from shiftlab.bench.timing import summarize
 from shiftlab.bench.workload import Workload, build_bench_model
-from shiftlab.models.sampler import sample_completions
+from shiftlab.data.batches import pad_left
+from shiftlab.models.sampler import SamplerSettings, sample_completions
 
 TARGET = Target(">=", 1.0)
 NEVER = -1  # an end-of-text id no sampled token can equal
-
-
-def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p):] = torch.tensor(p)
-        mask[row, width - len(p):] = 1
-    return ids, mask
 
 
 def run_sampling(workload: Workload, size: str, n_prompts: int, max_new_tokens: int, repeats: int) -> Section:
@@ -37,7 +28,7 @@ def run_sampling(workload: Workload, size: str, n_prompts: int, max_new_tokens: 
     model = build_bench_model(size, tok).eval()
     prompts = tok([p.prompt for p in workload.pairs[:n_prompts]], add_special_tokens=False)["input_ids"]
     prompts = [p[-workload.max_prompt_length:] for p in prompts]
-    ids, mask = _left_padded(prompts, tok.pad_token_id)
+    ids, mask = pad_left(prompts, tok.pad_token_id)
     config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
                               min_new_tokens=max_new_tokens, eos_token_id=None, pad_token_id=tok.pad_token_id,
                               use_cache=True)
@@ -45,8 +36,8 @@ def run_sampling(workload: Workload, size: str, n_prompts: int, max_new_tokens: 
 
     def ours() -> float:
         start = time.perf_counter()
-        sample_completions(model, prompts, k=1, max_new_tokens=max_new_tokens, eos_token_id=NEVER,
-                           pad_token_id=tok.pad_token_id, generator=generator)
+        sample_completions(model, prompts, SamplerSettings(max_new_tokens, NEVER, tok.pad_token_id), k=1,
+                           generator=generator)
         return time.perf_counter() - start
 
     @torch.no_grad()

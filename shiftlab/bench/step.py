@@ -25,7 +25,7 @@ def run_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, optim_cf
 
 @dataclass
 class StepSetup:
-    """A policy, its frozen reference and an optimizer, as `shiftlab.training.loop.train` builds them."""
+    """A policy, its frozen reference and an optimizer, as a run builds them (`shiftlab.training.loop.Optimization`)."""
 
     policy: torch.nn.Module
     ref: torch.nn.Module
@@ -41,12 +41,12 @@ class StepSetup:
 
 
 def build_step_setup(model: torch.nn.Module, loss_cfg: LossConfig | None = None, optim_cfg: OptimConfig | None = None,
-                     total_steps: int = 1000, packing: bool = False) -> StepSetup:
+                     packing: bool = False) -> StepSetup:
     """π_θ = `model` (trained in place), π_ref = a frozen copy of it; the default loss and optimizer configs;
     `packing`: the packed forward (`train.packing=true`)."""
     loss_cfg, optim_cfg = loss_cfg or LossConfig(), optim_cfg or OptimConfig()
     ref = frozen_copy(model)
     model.requires_grad_(True)
     model.train()
-    optimizer, scheduler = build_optimizer(model, optim_cfg, total_steps)
+    optimizer, scheduler = build_optimizer(model, optim_cfg)
     return StepSetup(model, ref, optimizer, scheduler, loss_cfg, optim_cfg, packing)

@@ -13,14 +13,9 @@ from shiftlab.bench.machine import describe_machine
 from shiftlab.bench.report import Section, summary_table, write_report
 from shiftlab.bench.workload import MODEL_SIZES, build_workload
 
-# Tiny settings for `--quick`: every code path runs in well under a minute; the figures mean nothing.
-QUICK_E2E_OVERRIDES = [
-    "task.n_texts=800", "task.n_eval_prompts=16", "model.vocab_size=300", "model.n_layer=1", "model.n_head=2",
-    "model.n_embd=32", "model.n_positions=32", "sft.steps=20", "sft.batch_size=16", "preferences.n_prompts=32",
-    "train.steps=4", "train.eval_every=2", "train.max_length=32", "train.max_prompt_length=10",
-    "train.max_new_tokens=20", "eval.n_prompts=16", "eval.probe_pairs=8", "eval.mmd_permutations=20",
-    "source.batch_size=4", "source.prompts_per_round=6", "source.sample_every=2", "reference.refresh_every=2",
-]
+# `--quick`: the tests' tiny runs (conf/debug/tiny.yaml), so every code path runs in well under a minute; the
+# figures mean nothing.
+QUICK_E2E_OVERRIDES = ["debug=tiny"]
 
 
 @dataclass

@@ -18,12 +18,13 @@ import torch
 from shiftlab.data.pairs import PreferencePair
 
 
-def ensure_pad_token(tokenizer):
+def ensure_pad_token(tokenizer, owner: str = "tokenizer"):
     """Give a tokenizer without a pad token the eos token as pad (in place) and return it. Padding is
-    always excluded by `attention_mask`/`loss_mask`, never by comparing ids, so pad == eos is safe."""
+    always excluded by `attention_mask`/`loss_mask`, never by comparing ids, so pad == eos is safe.
+    `owner` names where the tokenizer came from in the error (e.g. "model.name_or_path='gpt2'")."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError("tokenizer has neither a pad_token nor an eos_token; set tokenizer.eos_token first")
+            raise ValueError(f"{owner}: the tokenizer has neither a pad_token nor an eos_token; set tokenizer.eos_token first")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -117,16 +118,8 @@ class PreferenceCollator:
             )
             rows.append((prompt, response))
             truncated[r % n] |= cut
-        width = max(len(p) + len(s) for p, s in rows)
-        input_ids = torch.full((2 * n, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((2 * n, width), dtype=torch.long)
-        loss_mask = torch.zeros((2 * n, width), dtype=torch.bool)
-        for r, (prompt, response) in enumerate(rows):
-            end = len(prompt) + len(response)
-            input_ids[r, :end] = torch.tensor(prompt + response, dtype=torch.long)
-            attention_mask[r, :end] = 1
-            loss_mask[r, len(prompt) : end] = True
-        return PreferenceBatch(input_ids, attention_mask, loss_mask, n_pairs=n, n_truncated=sum(truncated))
+        seq = pad_right([p for p, _ in rows], [s for _, s in rows], self.tokenizer.pad_token_id)
+        return PreferenceBatch(seq.input_ids, seq.attention_mask, seq.loss_mask, n_pairs=n, n_truncated=sum(truncated))
 
 
 
@@ -156,10 +149,11 @@ class SequenceBatch:
         return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device))
 
 
-def pack_sequences(
+def pad_right(
     prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_token_id: int
 ) -> SequenceBatch:
-    """Concatenate prompt and response token ids per row (the response already carries its eos if it ended)."""
+    """The one right-padder: row i is prompt_i + response_i (a response carries its eos if it ended), padded on the
+    right with pad_token_id to the longest row. Padding is excluded by the masks, never by comparing ids."""
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     width = max(lengths)
     input_ids = torch.full((len(lengths), width), pad_token_id, dtype=torch.long)
@@ -173,9 +167,22 @@ def pack_sequences(
     return SequenceBatch(input_ids, attention_mask, loss_mask)
 
 
+def pad_left(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts padded on the left, so every row's next token is generated at the same position: (ids, mask)."""
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for row, prompt in enumerate(prompt_ids):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {row} is empty: a completion needs at least one prompt token to condition on")
+        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
 def completions_to_batch(completions: Completions, eos_token_id: int, pad_token_id: int) -> SequenceBatch:
     responses = [r + [eos_token_id] if ended else r for r, ended in zip(completions.response_ids, completions.ended)]
-    return pack_sequences(completions.prompt_ids, responses, pad_token_id)
+    return pad_right(completions.prompt_ids, responses, pad_token_id)
 
 
 

@@ -1,7 +1,8 @@
 """The factory: the config in, everything the loop touches out.
 
-The pair source and the π_ref schedule — the only things that differ between the cells of the study — are
-chosen here, once, from `cfg.source.kind` and `cfg.reference.kind`."""
+The pair source, the π_ref schedule and the objective — the only things that differ between the cells of the
+study — are chosen here, once, from `cfg.source.kind`, `cfg.reference.kind` and `cfg.loss.kind`; π_θ and π_ref
+are built together (`build_policy_and_reference`)."""
 
 from __future__ import annotations
 
@@ -14,21 +15,24 @@ from typing import Any, NamedTuple
 
 import torch
 
-from shiftlab.config import LoraConfig, ShiftlabConfig, SourceKind
+from shiftlab.config import ShiftlabConfig, SourceKind
 from shiftlab.data.batches import PreferenceCollator, encode_prompts
 from shiftlab.experiment.setup import seed_everything
+from shiftlab.labels.pairing import Labeller
 from shiftlab.models.build import count_parameters
-from shiftlab.models.lora import add_adapters
+from shiftlab.models.sampler import SamplerSettings
 from shiftlab.rundir.runlog import RunLog
 from shiftlab.stages.preference_set import build_preference_set
 from shiftlab.stages.sft import build_sft
 from shiftlab.stages.task import Task, build_task
-from shiftlab.training.evaluation import EvalPrompts, Evaluator
+from shiftlab.training.evaluation import Evaluator
+from shiftlab.training.loop import LoopParts
+from shiftlab.training.objectives import build_objective
 from shiftlab.training.precompute import precompute_reference_logps
 from shiftlab.training.ranks import SINGLE, Processes
-from shiftlab.training.reference import ReferenceSchedule, build_reference_schedule
+from shiftlab.training.reference import build_policy_and_reference
 from shiftlab.training.rollouts import OnPolicyRollouts
-from shiftlab.training.sources import OfflinePairs, OnPolicyPairs, PairSource
+from shiftlab.training.sources import OfflinePairs, OnPolicyPairs, PairSource, Prompts
 from shiftlab.validation import ConfigError
 
 
@@ -41,6 +45,8 @@ class SourceInputs:
     sft: torch.nn.Module
     policy: torch.nn.Module  # π_θ: a restored on-policy snapshot needs its architecture (adapters included)
     tokenizer: Any
+    sampler: SamplerSettings  # shared with the evaluator
+    labeller: Labeller
     cache_dir: Path
     progress: Callable
     log: RunLog
@@ -65,27 +71,10 @@ def build_offline_source(x: SourceInputs) -> PairSource:
 
 
 def build_onpolicy_source(x: SourceInputs, kind=OnPolicyPairs, **extra) -> PairSource:
-    cfg, s = x.cfg, x.cfg.source
-    return kind(
-        encode_prompts(x.tokenizer, x.task.train_prompts, cfg.train.max_prompt_length),
-        x.task.train_prompts,
-        decode=x.tokenizer.decode,
-        oracle=x.task.oracle,
-        k=s.k,
-        pairing=s.pairing,
-        prompts_per_round=s.prompts_per_round,
-        sample_every=s.sample_every,
-        batch_size=s.batch_size,
-        max_new_tokens=cfg.train.max_new_tokens,
-        max_resample=s.max_resample,
-        eos_token_id=x.tokenizer.eos_token_id,
-        pad_token_id=x.tokenizer.pad_token_id,
-        seed=cfg.seed,
-        probe_size=cfg.eval.probe_pairs,
-        template=x.policy,
-        processes=x.processes,
-        **extra,
-    )
+    cfg = x.cfg
+    prompts = Prompts(encode_prompts(x.tokenizer, x.task.train_prompts, cfg.train.max_prompt_length), x.task.train_prompts)
+    return kind(prompts, cfg.source, x.sampler, x.labeller, seed=cfg.seed, probe_size=cfg.eval.probe_pairs,
+                template=x.policy, processes=x.processes, **extra)
 
 
 def build_rollout_source(x: SourceInputs) -> PairSource:
@@ -119,13 +108,10 @@ SOURCES = {
 
 
 @dataclass
-class Training:
-    """Everything the loop touches, built from the config alone: a resume rebuilds it, then loads a checkpoint."""
+class Training(LoopParts):
+    """Everything the loop touches, built from the config alone: a resume rebuilds it, then loads a checkpoint.
+    The tokenizer goes with the saved policy."""
 
-    policy: torch.nn.Module
-    schedule: ReferenceSchedule
-    source: PairSource
-    evaluator: Evaluator
     tokenizer: Any
 
 
@@ -142,31 +128,19 @@ def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Proces
         print(f"[shiftlab] reusing cached π_sft ({count_parameters(sft):,} parameters) from {cache_dir}", file=sys.stderr)
     sft.requires_grad_(False)
     seed_everything(cfg.seed, cfg.threads)  # training draws do not depend on whether π_sft came from the cache
-    policy = _trainable_copy(sft, cfg.model.lora, cfg.seed)  # draws nothing from the global generators
-    source = recipe.build(SourceInputs(cfg, task, sft, policy, tokenizer, cache_dir, progress, log, processes))
-    schedule = build_reference_schedule(cfg.reference, sft, policy)
+    policy, schedule = build_policy_and_reference(sft, cfg.model.lora, cfg.reference, cfg.seed)  # no global draw
+    sampler = SamplerSettings.from_tokenizer(tokenizer, cfg.train.max_new_tokens)
+    labeller = Labeller(tokenizer.decode, task.oracle)
+    inputs = SourceInputs(cfg, task, sft, policy, tokenizer, sampler, labeller, cache_dir, progress, log, processes)
+    source = recipe.build(inputs)
+    objective = build_objective(cfg.loss, cfg.train.packing)
     if not processes.is_main:  # rank 0 evaluates for everyone: the replicas are identical
-        return Training(policy, schedule, source, _no_evaluation, tokenizer)
-    eval_ids = encode_prompts(tokenizer, task.eval_prompts, cfg.train.max_prompt_length)
-    evaluator = Evaluator(
-        cfg.eval, EvalPrompts(eval_ids, task.eval_prompts), sft=sft, source=source, decode=tokenizer.decode,
-        oracle=task.oracle, grammar=task.grammar, max_new_tokens=cfg.train.max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed + 10_000, log=log,
-    )
-    return Training(policy, schedule, source, evaluator, tokenizer)
+        return Training(policy, schedule, source, _no_evaluation, objective, tokenizer)
+    eval_prompts = Prompts(encode_prompts(tokenizer, task.eval_prompts, cfg.train.max_prompt_length), task.eval_prompts)
+    evaluator = Evaluator(cfg.eval, eval_prompts, sampler, labeller, sft=sft, source=source, grammar=task.grammar,
+                          seed=cfg.seed + 10_000, log=log)
+    return Training(policy, schedule, source, evaluator, objective, tokenizer)
 
 
 def _no_evaluation(policy, ref, step: int) -> dict[str, float]:
     return {}
-
-
-def _trainable_copy(model: torch.nn.Module, lora: LoraConfig, seed: int) -> torch.nn.Module:
-    """π_θ: a copy of π_sft with every weight trainable, or (model.lora.r > 0) frozen, with LoRA adapters that train.
-
-    The one place the config chooses adapters; what follows (π_ref's schedule, the saved policy) asks the model."""
-    import copy
-
-    policy = copy.deepcopy(model)
-    policy = add_adapters(policy, lora, seed) if lora.r > 0 else policy.requires_grad_(True)
-    policy.train()
-    return policy

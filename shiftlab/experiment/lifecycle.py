@@ -13,20 +13,20 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from shiftlab.config import ShiftlabConfig
+from shiftlab.cell import cell_of
+from shiftlab.config import ShiftlabConfig, flatten_config
 from shiftlab.experiment.factory import build_training
 from shiftlab.experiment.setup import progress_factory, quiet_libraries, seed_everything
 from shiftlab.models.build import save_model
 from shiftlab.rundir.checkpoint import Checkpointer, GlobalRng, print_warning, read_latest
 from shiftlab.rundir.runlog import NullRunLog, RunDirError, RunLog, hold_run_dir
-from shiftlab.training.loop import LoopConfig, build_optimizer, train
-from shiftlab.training.objectives import build_objective
+from shiftlab.training.loop import LoopConfig, Optimization, train
 from shiftlab.training.ranks import SINGLE, Processes, connect
 
 
 def run_meta(cfg: ShiftlabConfig, overrides: list[str]) -> dict[str, Any]:
     return {
-        "cell": cfg.mode,
+        "cell": cell_of(cfg),  # derived from what runs; the report reads it from here
         "source": cfg.source.kind.value,
         "reference": cfg.reference.kind.value,
         "seed": cfg.seed,
@@ -41,16 +41,7 @@ RESUME_FREE_KEYS = ("resume", "progress", "cache_dir")
 
 def config_identity(cfg: ShiftlabConfig) -> dict[str, Any]:
     """The flattened config a checkpoint must match to be resumed (a changed β would silently mix two runs)."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True), "")
+    flat = flatten_config(OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
     return {k: v for k, v in flat.items() if k.split(".")[0] not in RESUME_FREE_KEYS}
 
 
@@ -120,19 +111,15 @@ def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: d
     steps_done, checkpoints = 0, None
     try:
         t = build_training(cfg, log, progress, processes)
-        optimizer, scheduler = build_optimizer(t.policy, cfg.optim, cfg.train.steps)
-        parts = {"policy": t.policy, "optimizer": optimizer, "scheduler": scheduler, "reference": t.schedule,
+        opt = Optimization.build(t.policy, cfg.optim, processes, mixed_precision=cfg.train.mixed_precision == "bf16")
+        parts = {"policy": t.policy, "optimizer": opt.optimizer, "scheduler": opt.scheduler, "reference": t.schedule,
                  "source": t.source, "log": log, "rng": GlobalRng()}
         checkpoints = Checkpointer(run_dir, parts, config_identity(cfg), cfg.checkpoint.every, cfg.checkpoint.keep_last)
         start = checkpoints.restore(checkpoint) if checkpoint is not None else 0
-        with progress(total=cfg.train.steps, desc=f"{cfg.mode} training") as bar:
+        with progress(total=cfg.train.steps, desc=f"{cell_of(cfg)} training") as bar:
             bar.update(start)
-            steps_done = train(
-                t.policy, t.schedule, t.source, t.evaluator, build_objective(cfg.loss, cfg.train.packing), cfg.optim,
-                LoopConfig(cfg.train.steps, cfg.train.eval_every, start), log, bar,
-                optimizer=optimizer, scheduler=scheduler, checkpoints=checkpoints if processes.is_main else None,
-                processes=processes, mixed_precision=cfg.train.mixed_precision == "bf16",
-            )
+            steps_done = train(t, opt, LoopConfig(cfg.train.steps, cfg.train.eval_every, start), log, progress=bar,
+                               checkpoints=checkpoints if processes.is_main else None)
         if processes.is_main:
             save_model(t.policy, t.tokenizer, run_dir / "policy")
     except BaseException:

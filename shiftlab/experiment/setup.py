@@ -38,6 +38,8 @@ def progress_factory(enabled: bool):
 
 
 class _Silent:
+    """The progress bar of a run with progress=false (and of every non-main rank): it shows nothing."""
+
     def update(self, n: int = 1) -> None: ...
 
     def set_postfix(self, *args: Any, **kwargs: Any) -> None: ...

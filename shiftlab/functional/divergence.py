@@ -203,10 +203,10 @@ def depth_kl_curve_stderr(step_kl: Tensor) -> Tensor:
 def effective_sample_size(log_w: Tensor) -> float:
     """Normalised effective sample size ESS/N = (Σw)² / (N Σw²) in (0, 1], computed in log space.
 
-    ESS/N = exp(2·LSE(log w) − LSE(2·log w)) / N; its population value is 1/E_β[w²] = exp(−D_2(π_θ‖β)).
+    ESS/N = exp(2·LSE(log w) − LSE(2·log w)) / N; its population value is 1/E_μ[w²] = exp(−D_2(π_θ‖μ)).
 
     Args:
-        log_w: (N,) log importance weights log π_θ(y_i|x_i) − log β(y_i|x_i), y_i ~ β.
+        log_w: (N,) log importance weights log π_θ(y_i|x_i) − log μ(y_i|x_i), y_i ~ μ (the behaviour policy).
     """
     log_w = log_w.detach().double().reshape(-1)
     n = log_w.numel()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from shiftlab.config import OracleConfig, OracleKind
+from shiftlab.data.batches import ensure_pad_token
 
 
 class VaderOracle:
@@ -66,8 +67,8 @@ class ClassifierOracle:
                 f"(expected a local directory written by save_pretrained, or a reachable hub id): {err}"
             ) from err
         self.tokenizer.truncation_side = cfg.truncation_side.value
-        if self.tokenizer.pad_token is None:  # GPT-style classifiers: pad with eos, the model reads its last real token
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # GPT-style classifiers: pad with eos, the model reads its last real token
+        ensure_pad_token(self.tokenizer, f"oracle.model={cfg.model!r}")
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.label_index = resolve_label(self.model.config.id2label, self.model.config.num_labels, cfg.label, cfg.model)

@@ -39,12 +39,19 @@ class PairIndex:
     rejected: int
 
 
-def label_round(completions: Completions, prompt_texts: Sequence[str], k: int, decode, oracle: Oracle) -> LabelledRound:
-    """Decode responses and score prompt + response with the oracle, in one batched call."""
-    responses = [decode(ids) for ids in completions.response_ids]
-    full_texts = [prompt_texts[row // k] + response for row, response in enumerate(responses)]
-    rewards = np.asarray(oracle(full_texts), dtype=np.float64)
-    return LabelledRound(completions, list(prompt_texts), responses, rewards, k)
+@dataclass(frozen=True)
+class Labeller:
+    """How sampled token ids become rewards: the tokenizer's `decode`, then the oracle on prompt + response."""
+
+    decode: Callable[[list[int]], str]
+    oracle: Oracle
+
+    def __call__(self, completions: Completions, prompt_texts: Sequence[str], k: int) -> LabelledRound:
+        """Decode the responses (k per prompt, prompt-major) and score them all in one batched oracle call."""
+        responses = [self.decode(ids) for ids in completions.response_ids]
+        full_texts = [prompt_texts[row // k] + response for row, response in enumerate(responses)]
+        rewards = np.asarray(self.oracle(full_texts), dtype=np.float64)
+        return LabelledRound(completions, list(prompt_texts), responses, rewards, k)
 
 
 def form_pairs(rewards: np.ndarray, usable: np.ndarray, pairing: Pairing) -> tuple[list[tuple[int, int, int]], int]:

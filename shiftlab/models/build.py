@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from shiftlab.config import ModelConfig
+from shiftlab.data.batches import ensure_pad_token
 from shiftlab.models.lora import export_model
 
 EOS_TOKEN = "<|endoftext|>"
@@ -98,11 +99,7 @@ def load_pretrained(name_or_path: str, cfg: ModelConfig):
             f"model.name_or_path={name_or_path!r}: could not load a causal LM and tokenizer "
             f"(expected a local directory written by save_pretrained, or a reachable hub id): {err}"
         ) from err
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"model.name_or_path={name_or_path!r}: tokenizer has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-    return prepare_for_training(model, cfg), tokenizer
+    return prepare_for_training(model, cfg), ensure_pad_token(tokenizer, f"model.name_or_path={name_or_path!r}")
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Sampling completions from a causal LM with a KV cache, and packing sequences for scoring.
+"""Sampling completions from a causal LM with a KV cache (`SamplerSettings`: the three sampling sites share one).
 
 Samples are π's own: temperature 1, no top-k / top-p (a tempered sample is a sample of another distribution,
 and every KL in the run log is an expectation under π_θ's own samples).
@@ -8,33 +8,34 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from shiftlab.data.batches import Completions
+from shiftlab.data.batches import Completions, pad_left
 
 
-def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for row, prompt in enumerate(prompt_ids):
-        if len(prompt) == 0:
-            raise ValueError(f"prompt {row} is empty: a completion needs at least one prompt token to condition on")
-        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt) :] = 1
-    return ids, mask
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What every sampling site (the offline set, on-policy rounds, evaluation) draws with, besides its prompts,
+    its k and its generator: a response stops at `eos_token_id` or after `max_new_tokens` tokens."""
+
+    max_new_tokens: int
+    eos_token_id: int
+    pad_token_id: int
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, max_new_tokens: int) -> SamplerSettings:
+        return cls(max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id)
 
 
 @torch.no_grad()
 def sample_completions(
     model: torch.nn.Module,
     prompt_ids: Sequence[Sequence[int]],
+    settings: SamplerSettings,
     *,
     k: int,
-    max_new_tokens: int,
-    eos_token_id: int,
-    pad_token_id: int,
     generator: torch.Generator,
     batch_size: int = 256,
 ) -> Completions:
@@ -44,7 +45,9 @@ def sample_completions(
     chunk_logps = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        responses, ended, logps = _sample_chunk(model, chunk, max_new_tokens, eos_token_id, pad_token_id, generator)
+        responses, ended, logps = _sample_chunk(
+            model, chunk, settings.max_new_tokens, settings.eos_token_id, settings.pad_token_id, generator
+        )
         out.prompt_ids.extend(chunk)
         out.response_ids.extend(responses)
         out.ended.extend(ended)
@@ -57,7 +60,7 @@ def _sample_chunk(model, prompts, max_new_tokens, eos_token_id, pad_token_id, ge
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    ids, mask = _left_pad(prompts, pad_token_id)
+    ids, mask = pad_left(prompts, pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
     n = ids.shape[0]
     # Left padding shifts where each prompt starts; positions count real tokens only.

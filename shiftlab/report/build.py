@@ -99,7 +99,7 @@ def _state_section(study: Study, cfg: ReportConfig) -> Section:
         "State divergence",
         paragraphs=[_STATE_TEXT],
         figures=[("depth_curves", plots.plot_depth_curves(study.curves, study.cells),
-                  "KL(d_θ,t ‖ d_β,t) and the off-support fraction by depth t at each run's last evaluation."),
+                  "KL(d_θ,t ‖ d_μ,t) and the off-support fraction by depth t at each run's last evaluation."),
                  ("state_divergence", plots.plot_metric_panels(
                      study.evals, plots.STATE_METRICS, study.cells, "Evaluation rows over training"),
                   _STATE_CAPTION)])
@@ -117,7 +117,7 @@ _RUNS_CAPTION = ("One row per run: configuration differences from the most commo
 _FRONTIER_CAPTION = ("Reward vs KL(π_θ‖π_sft), as in Figure 2 of the DPO paper. Thick lines: the mean over seeds of "
                      "each run's interpolated reward on the common KL grid — the values the matched-KL gap is read "
                      "from.")
-_STATE_TEXT = ("Where DPO's training states (d_D, or the behaviour policy β) and the policy's own states (d_θ) part "
+_STATE_TEXT = ("Where DPO's training states (d_D, or those of the behaviour policy μ) and the policy's own states (d_θ) part "
                "ways. An ESS near 1 and a shift ratio near 1 mean the data are still on-policy.")
 _STATE_CAPTION = ("Effective sample size, KL on data vs on policy states and their ratio, state KL, and the "
                   "behaviour-agnostic two-sample divergences (classifier accuracy, MMD², n-gram JS).")

@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from shiftlab.cell import CELL_ORDER
+from shiftlab.config import flatten_config
 from shiftlab.metrics import X_AXES
 
 RUN_LOG = "metrics.jsonl"
-# Cell order of the 2x2 design (pair source x reference), then the RL reference point.
-CELL_ORDER = ("offline", "trdpo", "oaif", "online", "rl")
+# A run whose run.json records no cell (none readable, or hand-made): named so, and left out of every contrast.
+UNKNOWN_CELL = "unknown"
 # Config sections that must agree for a gap comparison to mean anything.
 COMPAT_SECTIONS = ("task", "model")
 
@@ -79,7 +81,7 @@ def load_study(paths: list[str | os.PathLike], allow_mixed: bool = False) -> Stu
         rows, bad = read_jsonl(d / RUN_LOG)
         if bad:
             notes.append(f"run {name}: skipped {bad} unreadable line(s) of {RUN_LOG} (truncated write?)")
-        configs[name] = flatten(_read_yaml(d / "config.yaml"))
+        configs[name] = _hashable(flatten_config(_read_yaml(d / "config.yaml")))
         meta = _read_meta(d, name, configs[name], rows)
         metas.append(meta)
         tag = {"run": name, "cell": meta["cell"], "seed": meta["seed"]}
@@ -121,16 +123,9 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
     return rows, bad
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → {"a.b.c": value}; lists become tuples so values stay hashable."""
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    if not prefix:
-        return {}
-    return {prefix[:-1]: tuple(tree) if isinstance(tree, list) else tree}
+def _hashable(flat: dict[str, Any]) -> dict[str, Any]:
+    """Lists become tuples, so config values can be grouped and compared."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
 def check_compatible(configs: dict[str, dict[str, Any]], dirs: dict[str, Path]) -> None:
@@ -185,7 +180,8 @@ def _read_meta(d: Path, name: str, cfg: dict[str, Any], rows: list[dict]) -> dic
     return {
         "run": name,
         "path": str(d),
-        "cell": meta.get("cell") or _infer_cell(source, reference, cfg),
+        # recorded by the run from what it ran (shiftlab.cell); never derived again here, so there is one answer
+        "cell": meta.get("cell") or UNKNOWN_CELL,
         "source": source,
         "reference": reference,
         "seed": meta.get("seed", cfg.get("seed")),
@@ -197,15 +193,6 @@ def _read_meta(d: Path, name: str, cfg: dict[str, Any], rows: list[dict]) -> dic
     }
 
 
-def _infer_cell(source: Any, reference: Any, cfg: dict[str, Any]) -> str:
-    # run.json names the cell; older or partial runs fall back to the 2x2 coordinates or `mode`.
-    if source in ("offline", "onpolicy") and reference:
-        fixed = reference == "fixed"
-        return {("offline", True): "offline", ("offline", False): "trdpo",
-                ("onpolicy", True): "oaif", ("onpolicy", False): "online"}[(source, fixed)]
-    return str(cfg.get("mode", "unknown"))
-
-
 def _progress_notes(runs: pd.DataFrame) -> list[str]:
     notes = []
     for r in runs.itertuples():
@@ -215,7 +202,9 @@ def _progress_notes(runs: pd.DataFrame) -> list[str]:
         else:
             progress = f"last step {int(r.last_step)}" + (f" of {int(r.steps)}" if planned else "")
         if r.status == "unknown":
-            notes.append(f"run {r.run} has no readable run.json (status unknown), {progress}")
+            notes.append(f"run {r.run} has no readable run.json (status and cell unknown, so it is in no contrast), {progress}")
+        elif r.cell == UNKNOWN_CELL:
+            notes.append(f"run {r.run}: its run.json records no cell, so it is in no contrast")
         elif r.status != "finished":
             notes.append(f"run {r.run} has status {r.status}, {progress}")
         elif planned and not pd.isna(r.last_step) and r.last_step < r.steps:

@@ -19,7 +19,7 @@ BAND = "mean ± 95% t interval over seeds, clipped to the runs' range"
 ARROW = {"higher": " (↑ better)", "lower": " (↓ better)", "neutral": ""}
 STATE_METRICS = ("eval/ess", "eval/kl_shift_ratio", "eval/kl_ref_on_data", "eval/kl_ref_on_policy",
                  "eval/state_kl", "eval/c2st_acc", "eval/mmd2", "eval/js_ngram")
-DEPTH_YLABEL = {"state_kl_depth": "KL(d_θ,t ‖ d_β,t)  [nats]", "off_support_depth": "fraction off support"}
+DEPTH_YLABEL = {"state_kl_depth": "KL(d_θ,t ‖ d_μ,t)  [nats]", "off_support_depth": "fraction off support"}
 DPO_METRICS = ("rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
 
 

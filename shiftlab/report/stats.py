@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from shiftlab.cell import MAIN_CELLS  # the 2x2 cells; named in shiftlab/cell.py only
+
 REWARD = "eval/reward"
 KL_SFT = "eval/kl_sft"
-MAIN_CELLS = ("offline", "trdpo", "oaif", "online")
 MATCH_AXES = (KL_SFT, "step", "oracle_calls")
 
 

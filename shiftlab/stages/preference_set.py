@@ -14,8 +14,8 @@ import torch
 from shiftlab.config import ShiftlabConfig
 from shiftlab.data.batches import encode_prompts
 from shiftlab.data.pairs import PreferencePair, load_preference_jsonl, save_preference_jsonl
-from shiftlab.labels.pairing import label_round, pair_round
-from shiftlab.models.sampler import sample_completions
+from shiftlab.labels.pairing import Labeller, pair_round
+from shiftlab.models.sampler import SamplerSettings, sample_completions
 from shiftlab.stages.cache import fingerprint, publish
 from shiftlab.stages.sft import sft_fingerprint
 from shiftlab.stages.task import Task
@@ -24,7 +24,7 @@ from shiftlab.stages.task import Task
 @dataclass
 class PreferenceSet:
     pairs: list[PreferencePair]
-    behaviour_is_sft: bool  # True for the built set; False for a user file (β unknown)
+    behaviour_is_sft: bool  # True for the built set; False for a user file (its behaviour policy μ unknown)
     oracle_calls: int
     policy_samples: int
     info: dict
@@ -46,16 +46,14 @@ def build_preference_set(cfg: ShiftlabConfig, task: Task, sft, tokenizer, cache_
     chosen_prompts = [task.train_prompts[i] for i in rng.choice(len(task.train_prompts), p.n_prompts, replace=False)]
     prompt_ids = encode_prompts(tokenizer, chosen_prompts, cfg.train.max_prompt_length)
     generator = torch.Generator().manual_seed(cfg.seed)
+    sampler, labeller = SamplerSettings.from_tokenizer(tokenizer, cfg.train.max_new_tokens), Labeller(tokenizer.decode, task.oracle)
     pairs, dropped = [], {"ties": 0, "empty_responses": 0}
     chunk = 64
     with progress_factory(total=p.n_prompts, desc="offline pairs from π_sft") as bar:
         for start in range(0, p.n_prompts, chunk):
             ids, texts = prompt_ids[start : start + chunk], chosen_prompts[start : start + chunk]
-            completions = sample_completions(
-                sft, ids, k=p.k, max_new_tokens=cfg.train.max_new_tokens,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, generator=generator,
-            )
-            labelled = label_round(completions, texts, p.k, tokenizer.decode, task.oracle)
+            completions = sample_completions(sft, ids, sampler, k=p.k, generator=generator)
+            labelled = labeller(completions, texts, p.k)
             indices, counts = pair_round(labelled, p.pairing)
             for key_, value in counts.items():
                 dropped[key_] += value

@@ -16,7 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from shiftlab.config import SFTConfig, ShiftlabConfig
-from shiftlab.data.batches import ensure_pad_token
+from shiftlab.data.batches import ensure_pad_token, pad_right
+from shiftlab.data.order import EpochOrder
 from shiftlab.models.build import build_model, load_pretrained, prepare_for_training, resolve_dtype, train_tokenizer
 from shiftlab.stages.cache import fingerprint, local_stamp, publish
 from shiftlab.stages.task import Task
@@ -29,14 +30,9 @@ def encode_corpus(tokenizer, texts: Sequence[str], max_length: int) -> list[list
 
 
 def _batch(rows: Sequence[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention_mask[i, : len(row)] = 1
-    labels = input_ids.masked_fill(attention_mask == 0, -100)  # pad == eos here: mask by position, not by id
-    return input_ids, attention_mask, labels
+    seq = pad_right([[] for _ in rows], rows, pad_token_id)  # every text position is a label position
+    labels = seq.input_ids.masked_fill(~seq.loss_mask, -100)  # pad == eos here: mask by position, not by id
+    return seq.input_ids, seq.attention_mask, labels
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
@@ -56,13 +52,11 @@ def train_sft(model, tokenizer, texts: Sequence[str], cfg: SFTConfig, max_length
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, max(cfg.warmup_steps, 1), cfg.steps)
     )
-    order: list[int] = []
+    order = EpochOrder(rng, len(rows))
     curve = []
     model.train()
     for step in range(cfg.steps):
-        if len(order) < cfg.batch_size:
-            order += rng.permutation(len(rows)).tolist()
-        picked, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        picked = order.take(cfg.batch_size)
         input_ids, attention_mask, labels = _batch([rows[i] for i in picked], tokenizer.pad_token_id)
         device = next(model.parameters()).device
         loss = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device)).loss

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shiftlab.config import CorpusKind, OracleConfig, TaskConfig
+from shiftlab.config import OracleConfig, TaskConfig, TaskKind
 from shiftlab.data.datasets import load_preference_split, load_preferences_file, load_text_split
 from shiftlab.data.pairs import PreferencePair
 from shiftlab.labels.oracles import build_oracle
@@ -28,7 +28,7 @@ class Task:
 def build_task(cfg: TaskConfig, oracle: OracleConfig | None = None) -> Task:
     """The task's texts, prompts and pairs, and the oracle (`oracle`, VADER when None)."""
     rng = np.random.default_rng(cfg.seed)
-    task = TASK_BUILDERS[cfg.corpus](cfg, rng)
+    task = TASK_BUILDERS[cfg.kind](cfg, rng)
     if cfg.preferences_path:
         task.user_pairs, report = load_preferences_file(cfg.preferences_path, cfg.on_invalid)
         task.user_pairs_info = {"path": cfg.preferences_path, "loaded": report.n_loaded, "skipped": report.skipped}
@@ -104,8 +104,8 @@ def _split_off(items: list[str], rng, n: int) -> tuple[list[str], list[str]]:
 
 
 TASK_BUILDERS = {
-    CorpusKind.grammar: _grammar_task,
-    CorpusKind.directory: _directory_task,
-    CorpusKind.text: _text_task,
-    CorpusKind.preferences: _preference_task,
+    TaskKind.grammar: _grammar_task,
+    TaskKind.directory: _directory_task,
+    TaskKind.text: _text_task,
+    TaskKind.preferences: _preference_task,
 }

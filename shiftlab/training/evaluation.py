@@ -8,8 +8,7 @@ come from the policy, not from the draw.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,23 +18,18 @@ from shiftlab.data.batches import SequenceBatch, completions_to_batch
 from shiftlab.functional import divergence as dv
 from shiftlab.functional import two_sample
 from shiftlab.functional.losses import sequence_logps
-from shiftlab.labels.pairing import Oracle
-from shiftlab.models.sampler import sample_completions
+from shiftlab.labels.pairing import Labeller
+from shiftlab.models.sampler import SamplerSettings, sample_completions
 from shiftlab.rundir.runlog import RunLog
-from shiftlab.training.sources import PairSource, Probe
+from shiftlab.training.sources import PairSource, Probe, Prompts
 
 MIN_TWO_SAMPLE_POINTS = 8
 
 
-@dataclass
-class EvalPrompts:
-    ids: list[list[int]]
-    texts: list[str]
-
-
 class Forwards:
-    """Logits of each (model, batch) pair, computed once per evaluation: in offline mode π_ref, π_sft and β are
-    one model, and its forward pass serves all three. π_sft's last hidden states are kept for state features."""
+    """Logits of each (model, batch) pair, computed once per evaluation: in offline mode π_ref, π_sft and the
+    behaviour policy μ are one model, and its forward pass serves all three. π_sft's last hidden states are kept
+    for state features."""
 
     def __init__(self, sft: torch.nn.Module):
         self.sft = sft
@@ -50,7 +44,7 @@ class Forwards:
 
     def token_kl(self, p: torch.nn.Module, q: torch.nn.Module, batch: SequenceBatch) -> torch.Tensor:
         """(B, T-1) exact per-token KL(p‖q) on the batch's response positions (`response_token_kl`), once per
-        pair of models: offline, KL to π_ref, to π_sft and to β is one computation."""
+        pair of models: offline, KL to π_ref, to π_sft and to μ is one computation."""
         key = (id(p), id(q), id(batch))
         if key not in self._token_kl:
             self._token_kl[key] = dv.response_token_kl(self.logits(p, batch), self.logits(q, batch), batch.loss_mask)
@@ -109,35 +103,31 @@ class Evaluator:
     def __init__(
         self,
         cfg: EvalConfig,
-        prompts: EvalPrompts,
+        prompts: Prompts,
+        sampler: SamplerSettings,
+        labeller: Labeller,
         *,
         sft: torch.nn.Module,
         source: PairSource,
-        decode: Callable[[list[int]], str],
-        oracle: Oracle,
         grammar=None,  # a grammar with exact `logprob` / `prefix_logprobs`, or None for corpora without one
-        max_new_tokens: int,
-        eos_token_id: int,
-        pad_token_id: int,
         seed: int,
         log: RunLog,
     ):
-        self.cfg, self.prompts = cfg, EvalPrompts(prompts.ids[: cfg.n_prompts], prompts.texts[: cfg.n_prompts])
-        self.sft, self.source, self.decode, self.oracle, self.grammar = sft, source, decode, oracle, grammar
-        self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
+        """`prompts`: the first `cfg.n_prompts` are sampled once each, at every evaluation."""
+        self.cfg, self.prompts, self.sampler, self.labeller = cfg, prompts.head(cfg.n_prompts), sampler, labeller
+        self.sft, self.source, self.grammar = sft, source, grammar
         self.seed, self.log = seed, log
 
     def __call__(self, policy: torch.nn.Module, ref: torch.nn.Module, step: int) -> dict[str, float]:
         start = time.perf_counter()
         completions = sample_completions(
-            policy, self.prompts.ids, k=1, max_new_tokens=self.max_new_tokens,
-            eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
-            generator=torch.Generator().manual_seed(self.seed),
+            policy, self.prompts.ids, self.sampler, k=1, generator=torch.Generator().manual_seed(self.seed)
         )
-        responses = [self.decode(r) for r in completions.response_ids]
+        labelled = self.labeller(completions, self.prompts.texts, k=1)
+        responses = labelled.response_texts
         texts = [p + r for p, r in zip(self.prompts.texts, responses)]
-        rewards = torch.as_tensor(self.oracle(texts), dtype=torch.float64)
-        batch = completions_to_batch(completions, self.eos_token_id, self.pad_token_id)
+        rewards = torch.as_tensor(labelled.rewards, dtype=torch.float64)
+        batch = completions_to_batch(completions, self.sampler.eos_token_id, self.sampler.pad_token_id)
         lengths = batch.loss_mask.sum(-1).float()
 
         fw = Forwards(self.sft)
@@ -175,8 +165,9 @@ class Evaluator:
         return out | self._two_sample_metrics(fw, data, batch)
 
     def _behaviour_metrics(self, fw: Forwards, policy, behaviour, batch: SequenceBatch, data: SequenceBatch, step: int):
-        """With β known: the state KL by depth on π_θ's samples, and the ESS of the training responses."""
-        step_kl = dv.steps_from_token_kl(fw.token_kl(policy, behaviour, batch), batch.loss_mask, max_len=self.max_new_tokens)
+        """With μ known: the state KL by depth on π_θ's samples, and the ESS of the training responses."""
+        token_kl = fw.token_kl(policy, behaviour, batch)
+        step_kl = dv.steps_from_token_kl(token_kl, batch.loss_mask, max_len=self.sampler.max_new_tokens)
         curve, curve_se = dv.depth_kl_curve(step_kl), dv.depth_kl_curve_stderr(step_kl)
         self.log.curve(step, "state_kl_depth", list(range(1, len(curve) + 1)), curve.tolist(), curve_se.tolist())
         log_w = sequence_logps(fw.logits(policy, data), data.input_ids, data.loss_mask) - sequence_logps(
@@ -189,7 +180,7 @@ class Evaluator:
         }
 
     def _two_sample_metrics(self, fw: Forwards, data: SequenceBatch, batch: SequenceBatch) -> dict[str, float]:
-        """Behaviour-agnostic: needs no β, only states of both kinds featurised by the frozen π_sft."""
+        """Behaviour-agnostic: needs no μ, only states of both kinds featurised by the frozen π_sft."""
         if min(len(data.input_ids), len(batch.input_ids)) < MIN_TWO_SAMPLE_POINTS:
             return {}  # too few states for a held-out split: the columns stay empty rather than noisy
         generator = torch.Generator().manual_seed(self.seed + 1)

@@ -1,5 +1,6 @@
 """The one training loop. It knows nothing of modes: batches come from a `PairSource`, π_ref moves in a
-`ReferenceSchedule`, the loss is an `Objective`, and all three were chosen once, in `shiftlab.experiment`."""
+`ReferenceSchedule`, the loss is an `Objective`, and all three were chosen once, in `shiftlab.experiment`
+(handed over together as `LoopParts`)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from typing import Protocol
 
 import torch
 
-from shiftlab.config import LossConfig, OptimConfig, OptimizerName
-from shiftlab.data.batches import PreferenceBatch
+from shiftlab.config import OptimConfig, OptimKind
 from shiftlab.rundir.runlog import RunLog
-from shiftlab.training.objectives import Objective, PreferenceObjective, policy_and_reference_logps  # noqa: F401 (re-export)
+from shiftlab.training.objectives import Objective
 from shiftlab.training.ranks import SINGLE, Processes
 from shiftlab.training.reference import ReferenceSchedule
 from shiftlab.training.sources import PairSource
@@ -25,9 +25,9 @@ class NonFiniteError(RuntimeError):
     """A loss or gradient became NaN/inf; training stops rather than write garbage."""
 
 
-def build_optimizer(policy: torch.nn.Module, cfg: OptimConfig, total_steps: int):
+def build_optimizer(policy: torch.nn.Module, cfg: OptimConfig):
     params = [p for p in policy.parameters() if p.requires_grad]
-    if cfg.name is OptimizerName.adamw:
+    if cfg.kind is OptimKind.adamw:
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -35,10 +35,6 @@ def build_optimizer(policy: torch.nn.Module, cfg: OptimConfig, total_steps: int)
     # Linear warmup then constant: DPO's reference recipe (Rafailov et al. 2023, App. B).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     return optimizer, scheduler
-
-
-def loss_options(cfg: LossConfig) -> dict[str, float]:
-    return PreferenceObjective(cfg).options
 
 
 def optimizer_step(
@@ -76,15 +72,31 @@ def optimizer_step(
     return stats
 
 
-def preference_step(policy, ref, batch: PreferenceBatch, loss_cfg: LossConfig, optim_cfg: OptimConfig, optimizer, scheduler) -> dict[str, float]:
-    """One DPO-family step on a batch of pairs; returns TRL-named statistics."""
-    return optimizer_step(policy, ref, batch, PreferenceObjective(loss_cfg), optim_cfg, optimizer, scheduler)
-
-
 def check_finite_parameters(model: torch.nn.Module) -> None:
     for name, param in model.named_parameters():
         if not bool(torch.isfinite(param).all()):
             raise NonFiniteError(f"parameter {name} holds non-finite values")
+
+
+@dataclass
+class Optimization:
+    """How the loop's optimizer steps run: the optimizer and its learning-rate schedule, the data-parallel ranks,
+    and whether the forwards run under bfloat16 autocast (train.mixed_precision=bf16)."""
+
+    cfg: OptimConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    processes: Processes = SINGLE
+    mixed_precision: bool = False
+
+    @classmethod
+    def build(cls, policy: torch.nn.Module, cfg: OptimConfig, processes: Processes = SINGLE,
+              mixed_precision: bool = False) -> Optimization:
+        return cls(cfg, *build_optimizer(policy, cfg), processes, mixed_precision)
+
+    def step(self, policy, ref, batch, objective: Objective) -> dict[str, float]:
+        return optimizer_step(policy, ref, batch, objective, self.cfg, self.optimizer, self.scheduler,
+                              self.processes, self.mixed_precision)
 
 
 @dataclass
@@ -105,41 +117,43 @@ class Checkpoints(Protocol):
 Evaluator = Callable[[torch.nn.Module, torch.nn.Module, int], dict[str, float]]
 
 
+@dataclass
+class LoopParts:
+    """π_θ, the three things chosen once from the config (source, schedule, objective), and the evaluator."""
+
+    policy: torch.nn.Module  # π_θ
+    schedule: ReferenceSchedule  # π_ref and how it moves
+    source: PairSource
+    evaluator: Evaluator
+    objective: Objective
+
+
 def train(
-    policy: torch.nn.Module,
-    schedule: ReferenceSchedule,
-    source: PairSource,
-    evaluate: Evaluator,
-    objective: Objective,
-    optim_cfg: OptimConfig,
+    parts: LoopParts,
+    optimization: Optimization,
     loop: LoopConfig,
     log: RunLog,
-    progress=None,
     *,
-    optimizer=None,
-    scheduler=None,
+    progress=None,
     checkpoints: Checkpoints | None = None,
-    processes: Processes = SINGLE,
-    mixed_precision: bool = False,
 ) -> int:
     """Train for `loop.steps` optimizer steps, evaluating at step 0, every `eval_every` steps and at the end.
 
     A checkpoint at step s holds the state after s optimizer steps and every row they wrote, before step s's
     evaluation: exactly where a loop with `loop.start = s` begins, so a resumed run repeats nothing and skips
-    nothing. (`optimizer`/`scheduler` are passed in when a checkpoint must restore them first.)
+    nothing. (The optimizer is built by the caller, since a checkpoint must restore it first.)
     """
-    if optimizer is None:
-        optimizer, scheduler = build_optimizer(policy, optim_cfg, loop.steps)
+    policy, schedule = parts.policy, parts.schedule
     for step in range(loop.start, loop.steps + 1):
         try:
             if checkpoints is not None and step > loop.start and checkpoints.due(step, loop.steps):
                 check_finite_parameters(policy)  # a checkpoint is where a failed run goes back to: never a broken one
                 checkpoints.save(step)
             if step % loop.eval_every == 0 or step == loop.steps:
-                log.metrics(step, evaluate(policy, schedule.ref, step))
+                log.metrics(step, parts.evaluator(policy, schedule.ref, step))
             if step == loop.steps:
                 break
-            _train_step(policy, schedule, source, objective, optim_cfg, optimizer, scheduler, log, step, processes=processes, mixed_precision=mixed_precision)
+            _train_step(parts, optimization, log, step)
         except NonFiniteError as err:
             log.event(step, "non_finite", message=str(err))
             kept = checkpoints.last if checkpoints is not None else None
@@ -150,16 +164,16 @@ def train(
     return loop.steps
 
 
-def _train_step(policy, schedule: ReferenceSchedule, source: PairSource, objective: Objective, optim_cfg, optimizer, scheduler, log: RunLog, step: int, *, processes: Processes, mixed_precision: bool) -> None:
-    data = source.next_batch(policy, step)
+def _train_step(parts: LoopParts, optimization: Optimization, log: RunLog, step: int) -> None:
+    data = parts.source.next_batch(parts.policy, step)
     log.count(**data.counts)
     for event in data.events:
         log.event(step, **event)
     if data.batch is not None:
         start = time.perf_counter()
-        stats = optimizer_step(policy, schedule.ref, data.batch, objective, optim_cfg, optimizer, scheduler, processes, mixed_precision)
-        log.count(pairs_seen=objective.n_units(data.batch))
+        stats = optimization.step(parts.policy, parts.schedule.ref, data.batch, parts.objective)
+        log.count(pairs_seen=parts.objective.n_units(data.batch))
         log.metrics(step, {**stats, **data.stats, "time/train": time.perf_counter() - start})
-    moved = schedule.after_step(policy, step + 1)
+    moved = parts.schedule.after_step(parts.policy, step + 1)
     if moved:
         log.event(step + 1, **moved)

@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from shiftlab.config import LossConfig, LossName
+from shiftlab.config import LossConfig, LossKind
 from shiftlab.data.batches import PreferenceBatch
 from shiftlab.functional.losses import compute_preference_loss, sequence_logps
 from shiftlab.functional.policy_gradient import policy_gradient_loss
@@ -75,7 +75,7 @@ class PreferenceObjective:
         policy_logps, ref_logps = policy_and_reference_logps(policy, ref, batch, self.packing)
         m = batch.n_pairs
         out = compute_preference_loss(
-            self.cfg.name.value, policy_logps[:m], policy_logps[m:], ref_logps[:m], ref_logps[m:], self.cfg.beta,
+            self.cfg.kind.value, policy_logps[:m], policy_logps[m:], ref_logps[:m], ref_logps[m:], self.cfg.beta,
             **self.options,
         )
         margins = out.chosen_rewards - out.rejected_rewards
@@ -141,4 +141,4 @@ class PolicyGradientObjective:
 
 def build_objective(cfg: LossConfig, packing: bool = False) -> Objective:
     """`packing` (train.packing) applies to the preference forwards; rollouts are scored padded."""
-    return PolicyGradientObjective(cfg) if cfg.name is LossName.rloo else PreferenceObjective(cfg, packing)
+    return PolicyGradientObjective(cfg) if cfg.kind is LossKind.rloo else PreferenceObjective(cfg, packing)

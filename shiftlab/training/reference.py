@@ -1,4 +1,5 @@
-"""How π_ref moves: the only place it does.
+"""How π_ref moves: the only place it does; and π_θ and π_ref built together, in one place
+(`build_policy_and_reference`).
 
 - `FixedReference`: π_ref = π_sft for the whole run (standard DPO). No copy is made.
 - `HardRefresh`: every `refresh_every` steps π_ref ← π_θ.
@@ -8,19 +9,20 @@
 saves it in `state_dict()`: after a refresh it is a model no other file holds.
 
 When π_θ carries LoRA adapters (model.lora.r > 0), a refreshed π_ref is π_θ's own frozen base, seen with the
-adapters off, and a refresh merges (α of) the adapters into that base (`MergeRefresh`, see shiftlab/lora.py): no
-copy of π_ref is held, and the checkpoint of π_θ carries it. A fixed π_ref stays π_sft itself.
+adapters off, and a refresh merges (α of) the adapters into that base (`MergeRefresh`, see shiftlab/models/lora.py):
+no copy of π_ref is held, and the checkpoint of π_θ carries it. A fixed π_ref stays π_sft itself.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol
 
 import torch
 
-from shiftlab.config import ReferenceConfig, ReferenceKind
+from shiftlab.config import LoraConfig, ReferenceConfig, ReferenceKind
 from shiftlab.models.build import frozen_copy
-from shiftlab.models.lora import AdapterDisabledReference, has_adapters, merge_adapters
+from shiftlab.models.lora import AdapterDisabledReference, add_adapters, merge_adapters
 
 
 class ReferenceSchedule(Protocol):
@@ -134,16 +136,27 @@ def _paired_tensors(source: torch.nn.Module, target: torch.nn.Module):
     return zip(dst, src)
 
 
-def build_reference_schedule(
-    cfg: ReferenceConfig, sft: torch.nn.Module, policy: torch.nn.Module | None = None
-) -> ReferenceSchedule:
-    """`policy`: π_θ, consulted only for whether it carries adapters (then a refresh merges them, no copy)."""
+def build_policy_and_reference(
+    sft: torch.nn.Module, lora: LoraConfig, cfg: ReferenceConfig, seed: int
+) -> tuple[torch.nn.Module, ReferenceSchedule]:
+    """π_θ and the schedule of its π_ref, from π_sft and the config: the one place either is built.
+
+    π_θ is a copy of π_sft with every weight trainable, or (model.lora.r > 0) a frozen copy with LoRA adapters
+    that train, their initialisation drawn from `seed` alone (the global generators do not move). π_ref:
+
+    - fixed: π_sft itself, with adapters too (π_θ's base is then a copy of π_sft that nothing writes); being π_sft,
+      it shares π_sft's evaluation forward passes and its precomputed log-probs;
+    - hard / soft with adapters: π_θ's base with the adapters off, moved by merging them (`MergeRefresh`);
+    - hard / soft without: a copy of π_sft of its own, which a refresh overwrites or mixes into.
+    """
+    policy = copy.deepcopy(sft)
+    policy = add_adapters(policy, lora, seed) if lora.r > 0 else policy.requires_grad_(True)
+    policy.train()
     if cfg.kind is ReferenceKind.fixed:
-        # with adapters too: π_θ's base is a copy of π_sft that nothing writes, so π_sft is already that π_ref
-        # (and, being π_sft, shares its evaluation forward passes and its precomputed log-probs)
-        return FixedReference(sft)
-    if policy is not None and has_adapters(policy):
-        return MergeRefresh(policy, cfg.refresh_every, 1.0 if cfg.kind is ReferenceKind.hard else cfg.alpha, cfg.kind)
+        return policy, FixedReference(sft)
+    if lora.r > 0:
+        alpha = 1.0 if cfg.kind is ReferenceKind.hard else cfg.alpha
+        return policy, MergeRefresh(policy, cfg.refresh_every, alpha, cfg.kind)
     if cfg.kind is ReferenceKind.hard:
-        return HardRefresh(sft, cfg.refresh_every)
-    return SoftRefresh(sft, cfg.refresh_every, cfg.alpha)
+        return policy, HardRefresh(sft, cfg.refresh_every)
+    return policy, SoftRefresh(sft, cfg.refresh_every, cfg.alpha)

@@ -30,14 +30,14 @@ class OnPolicyRollouts(OnPolicyPairs):
 
     def next_batch(self, policy: torch.nn.Module, step: int) -> StepData:
         data = StepData(batch=None)
-        if self.round_step < 0 or step - self.round_step >= self.sample_every:
+        if self.round_step < 0 or step - self.round_step >= self.cfg.sample_every:
             self._sample_rollouts(policy, step, data)
         data.batch = self._round
         data.stats |= {"data/staleness": float(step - self.round_step), "data/truncated": 0}
         return data
 
     def _sample_rollouts(self, policy: torch.nn.Module, step: int, data: StepData) -> None:
-        prompts = self.rng.choice(len(self.prompt_ids), size=self.prompts_per_round, replace=False)
+        prompts = self.rng.choice(len(self.prompts.ids), size=self.cfg.prompts_per_round, replace=False)
         labelled, seconds = self._label(policy, prompts, step, attempt=0)
         n = len(labelled.completions)
         data.counts |= {"policy_samples": n, "oracle_calls": n}
@@ -55,7 +55,7 @@ class OnPolicyRollouts(OnPolicyPairs):
     @torch.no_grad()
     def _score(self, labelled) -> RolloutBatch:
         c = labelled.completions
-        seq = completions_to_batch(c, self.eos_token_id, self.pad_token_id)
+        seq = completions_to_batch(c, self.sampler.eos_token_id, self.sampler.pad_token_id)
         self.sft.eval()
         seq = seq.to(next(self.sft.parameters()).device)
         sft_logits = self.sft(input_ids=seq.input_ids, attention_mask=seq.attention_mask).logits
@@ -65,7 +65,7 @@ class OnPolicyRollouts(OnPolicyPairs):
         penalised = kl_penalised_rewards(rewards, c.logps, sft_logps, self.beta_rl)
         return RolloutBatch(
             seq.input_ids, seq.attention_mask, seq.loss_mask,
-            advantages=rloo_advantages(penalised, self.k), behaviour_logps=c.logps.float(),
+            advantages=rloo_advantages(penalised, self.cfg.k), behaviour_logps=c.logps.float(),
             rewards=rewards, kl_penalty=c.logps.float() - sft_logps,
         )
 
@@ -81,7 +81,7 @@ class OnPolicyRollouts(OnPolicyPairs):
         self._round = None if state["round"] is None else RolloutBatch(**state["round"])
 
     def probe(self) -> Probe | None:
-        """The current round's rollouts (β = the snapshot that sampled them); None before the first round."""
+        """The current round's rollouts (μ = the snapshot that sampled them); None before the first round."""
         if self._round is None:
             return None
         rows = torch.as_tensor(np.arange(min(self.probe_size, len(self._round))))

@@ -5,7 +5,7 @@
   labelled by the oracle, paired by the shared rule; the round's pairs serve the steps until the next round.
 
 Both hand the trainer a `StepData` and offer a `probe()`: a fixed slice of the current training data plus the
-policy that generated it (β), on which the evaluator measures where DPO looks. Both save everything a later
+behaviour policy μ that generated it, on which the evaluator measures where DPO looks. Both save everything a later
 `next_batch` depends on in `state_dict()`, so a run resumed from a checkpoint draws the very same pairs.
 """
 
@@ -14,23 +14,35 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from shiftlab.config import Pairing
-from shiftlab.data.batches import PreferenceBatch, PreferenceCollator, pack_sequences
+from shiftlab.config import SourceConfig
+from shiftlab.data.batches import PreferenceBatch, PreferenceCollator, pad_right
+from shiftlab.data.order import EpochOrder
 from shiftlab.data.pairs import PreferencePair
-from shiftlab.labels.pairing import LabelledRound, Oracle, PairIndex, label_round, merge_rounds, pair_round
+from shiftlab.labels.pairing import LabelledRound, Labeller, PairIndex, merge_rounds, pair_round
 from shiftlab.models.build import frozen_copy
-from shiftlab.models.sampler import sample_completions
+from shiftlab.models.sampler import SamplerSettings, sample_completions
 from shiftlab.rundir.checkpoint import CheckpointError
 from shiftlab.training.precompute import attach_reference_logps
 from shiftlab.training.ranks import SINGLE, Processes
 from shiftlab.training.reference import copy_parameters
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """A fixed prompt set (training or evaluation): token ids for the sampler, texts for the oracle, row for row."""
+
+    ids: list[list[int]]
+    texts: list[str]
+
+    def head(self, n: int) -> Prompts:
+        return Prompts(self.ids[:n], self.texts[:n])
 
 
 @dataclass
@@ -44,7 +56,7 @@ class StepData:
 @dataclass
 class Probe:
     batch: PreferenceBatch
-    behaviour: torch.nn.Module | None  # None when β is unknown (human data)
+    behaviour: torch.nn.Module | None  # μ, the policy that generated the batch; None when unknown (human data)
 
 
 class PairSource(Protocol):
@@ -81,7 +93,7 @@ class OfflinePairs:
         self.batch_size = min(batch_size, len(self.pairs))
         self.rng = np.random.default_rng(seed)
         self.behaviour = behaviour
-        self._order: list[int] = []
+        self.order = EpochOrder(self.rng, len(self.pairs))
         probe_rows = np.random.default_rng(seed + 1).permutation(len(self.pairs))[:probe_size]
         self._probe = Probe(self.collator([self.pairs[i] for i in probe_rows]), behaviour)
         self._fingerprint: str | None = None
@@ -94,7 +106,7 @@ class OfflinePairs:
         return self._fingerprint
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "order": list(self._order), "pairs": self.fingerprint()}
+        return {"rng": self.rng.bit_generator.state, "order": list(self.order.pending), "pairs": self.fingerprint()}
 
     def load_state_dict(self, state: dict) -> None:
         if state["pairs"] != self.fingerprint():
@@ -103,12 +115,10 @@ class OfflinePairs:
                 "(was the cache or task.preferences_path changed?); the run cannot be continued exactly"
             )
         self.rng.bit_generator.state = state["rng"]
-        self._order = list(state["order"])
+        self.order.pending = list(state["order"])
 
     def next_batch(self, policy: torch.nn.Module, step: int) -> StepData:
-        if len(self._order) < self.batch_size:
-            self._order += self.rng.permutation(len(self.pairs)).tolist()
-        rows, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
+        rows = self.order.take(self.batch_size)
         batch = self.collator([self.pairs[i] for i in rows])
         if self.ref_logps is not None:
             batch = attach_reference_logps(batch, self.ref_logps, rows)
@@ -121,66 +131,51 @@ class OfflinePairs:
 class OnPolicyPairs:
     def __init__(
         self,
-        prompt_ids: Sequence[Sequence[int]],
-        prompt_texts: Sequence[str],
+        prompts: Prompts,
+        cfg: SourceConfig,
+        sampler: SamplerSettings,
+        labeller: Labeller,
         *,
-        decode: Callable[[list[int]], str],
-        oracle: Oracle,
-        k: int,
-        pairing: Pairing,
-        prompts_per_round: int,
-        sample_every: int,
-        batch_size: int,
-        max_new_tokens: int,
-        max_resample: int,
-        eos_token_id: int,
-        pad_token_id: int,
         seed: int,
         probe_size: int,
         template: torch.nn.Module | None = None,
         processes: Processes = SINGLE,
     ):
-        """`template`: a model of π_θ's architecture (π_θ itself), copied to hold a restored behaviour snapshot.
+        """`cfg`: the round's k, pairing, prompts_per_round, sample_every, batch_size and max_resample.
+        `template`: a model of π_θ's architecture (π_θ itself), copied to hold a restored behaviour snapshot.
         `processes`: data-parallel ranks; each samples and labels its share of every round's prompts."""
-        if prompts_per_round > len(prompt_ids):
+        if cfg.prompts_per_round > len(prompts.ids):
             raise ValueError(
-                f"source.prompts_per_round={prompts_per_round} but the task has only {len(prompt_ids)} training prompts"
+                f"source.prompts_per_round={cfg.prompts_per_round} but the task has only {len(prompts.ids)} training prompts"
             )
-        self.prompt_ids, self.prompt_texts = list(prompt_ids), list(prompt_texts)
-        self.decode, self.oracle = decode, oracle
-        self.k, self.pairing = k, pairing
-        self.prompts_per_round, self.sample_every = prompts_per_round, sample_every
-        self.batch_size, self.max_new_tokens, self.max_resample = batch_size, max_new_tokens, max_resample
-        self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
-        self.rng = np.random.default_rng(seed)
+        self.prompts, self.cfg, self.sampler, self.labeller = prompts, cfg, sampler, labeller
+        self.rng = np.random.default_rng(seed)  # the round's prompts and its epoch order, one stream
         self.generator = torch.Generator().manual_seed(seed)
+        self.order = EpochOrder(self.rng)
         self.probe_size, self.template = probe_size, template
         self.processes, self.seed = processes, seed
-        self.behaviour: torch.nn.Module | None = None  # snapshot of π_θ at the latest round
+        self.behaviour: torch.nn.Module | None = None  # μ: the snapshot of π_θ that sampled the latest round
         self.round_step = -1
-        self._order: list[int] = []
         self._pairs: list[tuple[list[int], list[int], list[int]]] = []
         self.ties_total = 0
 
     def next_batch(self, policy: torch.nn.Module, step: int) -> StepData:
         data = StepData(batch=None)
-        if self.round_step < 0 or step - self.round_step >= self.sample_every:
+        if self.round_step < 0 or step - self.round_step >= self.cfg.sample_every:
             self._sample_round(policy, step, data)
         if not self._pairs:
             data.events.append({"event": "step_skipped", "reason": "no usable pair in the current round"})
             return data
-        if len(self._order) < self.batch_size:
-            self._order += self.rng.permutation(len(self._pairs)).tolist()
-        rows, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
+        rows = self.order.take(self.cfg.batch_size)
         data.batch = self._to_batch([self._pairs[i] for i in rows])
         data.stats |= {"data/staleness": float(step - self.round_step), "data/truncated": 0, "data/ties": self.ties_total}
         return data
 
     def _sample_round(self, policy: torch.nn.Module, step: int, data: StepData) -> None:
-        for attempt in range(self.max_resample + 1):
-            prompts = self.rng.choice(len(self.prompt_ids), size=self.prompts_per_round, replace=False)
+        for attempt in range(self.cfg.max_resample + 1):
+            prompts = self.rng.choice(len(self.prompts.ids), size=self.cfg.prompts_per_round, replace=False)
             labelled, seconds = self._label(policy, prompts, step, attempt)
-            pairs, dropped = pair_round(labelled, self.pairing)
+            pairs, dropped = pair_round(labelled, self.cfg.pairing)
             data.counts["policy_samples"] = data.counts.get("policy_samples", 0) + len(labelled.completions)
             data.counts["oracle_calls"] = data.counts.get("oracle_calls", 0) + len(labelled.completions)
             for key, value in seconds.items():
@@ -194,7 +189,7 @@ class OnPolicyPairs:
         self.round_step = step
         data.events.append({"event": "sampling_round", "behaviour": f"policy@step{step}", "pairs": len(pairs)})
         self._pairs = [self._pair_ids(labelled, pair) for pair in pairs]
-        self._order = []
+        self.order.restart(len(self._pairs))
         self._snapshot(policy)
 
     def _label(self, policy: torch.nn.Module, prompts: np.ndarray, step: int, attempt: int) -> tuple[LabelledRound, dict[str, float]]:
@@ -204,16 +199,11 @@ class OnPolicyPairs:
         lo, hi = self.processes.shard(len(prompts))
         mine = prompts[lo:hi]
         completions = sample_completions(
-            policy,
-            [self.prompt_ids[i] for i in mine],
-            k=self.k,
-            max_new_tokens=self.max_new_tokens,
-            eos_token_id=self.eos_token_id,
-            pad_token_id=self.pad_token_id,
+            policy, [self.prompts.ids[i] for i in mine], self.sampler, k=self.cfg.k,
             generator=self._round_generator(step, attempt),
         )
         sampled = time.perf_counter()
-        labelled = label_round(completions, [self.prompt_texts[i] for i in mine], self.k, self.decode, self.oracle)
+        labelled = self.labeller(completions, [self.prompts.texts[i] for i in mine], self.cfg.k)
         labelled = merge_rounds(self.processes.gather(labelled)) if self.processes.distributed else labelled
         return labelled, {"time/sample": sampled - start, "time/label": time.perf_counter() - sampled}
 
@@ -229,16 +219,16 @@ class OnPolicyPairs:
         c = labelled.completions
 
         def with_eos(row: int) -> list[int]:
-            return c.response_ids[row] + [self.eos_token_id] if c.ended[row] else list(c.response_ids[row])
+            return c.response_ids[row] + [self.sampler.eos_token_id] if c.ended[row] else list(c.response_ids[row])
 
         return c.prompt_ids[pair.chosen], with_eos(pair.chosen), with_eos(pair.rejected)
 
     def _to_batch(self, pairs: Sequence[tuple[list[int], list[int], list[int]]]) -> PreferenceBatch:
-        # Token ids are kept as sampled: re-tokenizing decoded text could change them, and β's log-probs
+        # Token ids are kept as sampled: re-tokenizing decoded text could change them, and μ's log-probs
         # (ESS, depth curves) must be those of the sequences actually drawn.
         prompts = [p for p, _, _ in pairs] * 2
         responses = [c for _, c, _ in pairs] + [r for _, _, r in pairs]
-        seq = pack_sequences(prompts, responses, self.pad_token_id)
+        seq = pad_right(prompts, responses, self.sampler.pad_token_id)
         return PreferenceBatch(seq.input_ids, seq.attention_mask, seq.loss_mask, n_pairs=len(pairs), n_truncated=0)
 
     def _snapshot(self, policy: torch.nn.Module) -> None:
@@ -252,7 +242,7 @@ class OnPolicyPairs:
             "rng": self.rng.bit_generator.state,
             "generator": self.generator.get_state(),
             "round_step": self.round_step,
-            "order": list(self._order),
+            "order": list(self.order.pending),
             "pairs": [list(map(list, pair)) for pair in self._pairs],  # token ids as sampled
             "ties_total": self.ties_total,
             "behaviour": None if self.behaviour is None else self.behaviour.state_dict(),
@@ -262,8 +252,9 @@ class OnPolicyPairs:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
         self.round_step, self.ties_total = state["round_step"], state["ties_total"]
-        self._order = list(state["order"])
         self._pairs = [tuple(map(list, pair)) for pair in state["pairs"]]
+        self.order.restart(len(self._pairs))
+        self.order.pending = list(state["order"])
         if state["behaviour"] is None:
             self.behaviour = None
             return
@@ -274,6 +265,6 @@ class OnPolicyPairs:
         self.behaviour.load_state_dict(state["behaviour"])
 
     def probe(self) -> Probe | None:
-        """The current round's pairs; None before the first round (at step 0 π_θ = β, so nothing is shifted)."""
+        """The current round's pairs; None before the first round (at step 0 π_θ = μ, so nothing is shifted)."""
         pairs = self._pairs[: self.probe_size]
         return Probe(self._to_batch(pairs), self.behaviour) if pairs else None

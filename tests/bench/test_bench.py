@@ -24,7 +24,8 @@ from shiftlab.bench.step import build_step_setup, run_step
 from shiftlab.bench.timing import Stat, summarize, time_calls
 from shiftlab.data.batches import PreferenceCollator
 from shiftlab.data.pairs import PreferencePair
-from shiftlab.training.loop import preference_step
+from shiftlab.training.loop import optimizer_step
+from shiftlab.training.objectives import PreferenceObjective
 from shiftlab.training.precompute import attach_reference_logps, precompute_reference_logps, reference_logps
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,7 +146,8 @@ def test_precomputed_step_moves_the_weights_like_the_trainer(tiny_tokenizer):
     table = precompute_reference_logps(pre.ref, collator, PAIRS)
     for rows in ([0, 1], [2, 3], [3, 0]):
         batch = collator([PAIRS[i] for i in rows])
-        a = preference_step(live.policy, live.ref, batch, live.loss_cfg, live.optim_cfg, live.optimizer, live.scheduler)
+        a = optimizer_step(live.policy, live.ref, batch, PreferenceObjective(live.loss_cfg), live.optim_cfg,
+                           live.optimizer, live.scheduler)
         b = run_step(pre.policy, pre.ref, attach_reference_logps(batch, table, rows), pre.loss_cfg, pre.optim_cfg,
                      pre.optimizer, pre.scheduler)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)

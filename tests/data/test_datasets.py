@@ -13,15 +13,15 @@ from tiny import compose_config
 
 from shiftlab.config import (
     ColumnsConfig,
-    CorpusKind,
     DatasetConfig,
     OnInvalid,
     PreferenceFormat,
     TaskConfig,
+    TaskKind,
 )
 from shiftlab.data.datasets import DatasetError, load_preference_split, load_preferences_file, load_text_split, split_hh
 from shiftlab.data.pairs import InvalidRecord, PreferenceDataError
-from shiftlab.stages.task import build_world
+from shiftlab.stages.task import build_task
 from shiftlab.validation import ConfigError
 
 SENTENCE_POLARITY = Path(__file__).resolve().parents[3] / "shared" / "data" / "sentence-polarity"
@@ -40,7 +40,7 @@ def offline(monkeypatch, tmp_path):
 
 def hh_task(path, **kw) -> TaskConfig:
     dataset = DatasetConfig(path=str(path), **kw.pop("dataset", {}))
-    return TaskConfig(corpus=CorpusKind.preferences, format=PreferenceFormat.hh, dataset=dataset, n_eval_prompts=4, **kw)
+    return TaskConfig(kind=TaskKind.preferences, format=PreferenceFormat.hh, dataset=dataset, n_eval_prompts=4, **kw)
 
 
 # --- HH-RLHF ------------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_bad_hh_row_names_file_and_line_or_is_skipped_and_counted(tmp_path):
 
 
 def test_hh_world_holds_out_prompts_with_their_pairs(tmp_path):
-    world = build_world(hh_task(write_jsonl(tmp_path / "hh.jsonl", hh_rows(20))))
+    world = build_task(hh_task(write_jsonl(tmp_path / "hh.jsonl", hh_rows(20))))
     assert len(world.eval_prompts) == 4 and not set(world.eval_prompts) & set(world.train_prompts)
     assert len(world.user_pairs) == 16 and world.user_pairs_info["held_out_pairs"] == 4
     assert world.corpus == [p.prompt + p.chosen for p in world.user_pairs]
@@ -101,7 +101,7 @@ def test_hh_world_holds_out_prompts_with_their_pairs(tmp_path):
 def test_hh_folder_with_splits_reads_through_datasets(tmp_path):
     write_jsonl(tmp_path / "hh" / "train.jsonl.gz", hh_rows(10))
     write_jsonl(tmp_path / "hh" / "test.jsonl.gz", hh_rows(30)[20:])
-    world = build_world(hh_task(tmp_path / "hh", dataset={"eval_split": "test"}))
+    world = build_task(hh_task(tmp_path / "hh", dataset={"eval_split": "test"}))
     assert len(world.user_pairs) == 10  # nothing held out: eval prompts come from the test split
     test_prompts = {split_hh(r["chosen"], r["rejected"])[0] for r in hh_rows(30)[20:]}
     assert len(world.eval_prompts) == 4 and set(world.eval_prompts) <= test_prompts
@@ -131,7 +131,7 @@ def _write_parquet(path: Path, rows: list[dict]) -> Path:
 
 def columns_task(path, columns, **kw) -> TaskConfig:
     dataset = DatasetConfig(path=str(path), columns=ColumnsConfig(**columns))
-    return TaskConfig(corpus=CorpusKind.preferences, dataset=dataset, n_eval_prompts=2, **kw)
+    return TaskConfig(kind=TaskKind.preferences, dataset=dataset, n_eval_prompts=2, **kw)
 
 
 MAPPING = {"prompt": "question", "chosen": "good", "rejected": "bad"}
@@ -248,19 +248,19 @@ REVIEWS = [f"this film number {i} was really quite good<br /><br />and the cast 
 
 def test_text_dataset_applies_replacements_and_the_text_column(tmp_path):
     rows = [{"review": text, "label": 1} for text in REVIEWS[:3]] + [{"review": "   ", "label": 0}]
-    task = TaskConfig(corpus=CorpusKind.text, dataset=DatasetConfig(path=str(write_jsonl(tmp_path / "r.jsonl", rows)),
+    task = TaskConfig(kind=TaskKind.text, dataset=DatasetConfig(path=str(write_jsonl(tmp_path / "r.jsonl", rows)),
                       columns=ColumnsConfig(text="review")), text_replace={"<br />": " "})
     texts, report, _ = load_text_split(task, "train")
     assert texts == [t.replace("<br />", " ") for t in REVIEWS[:3]]  # the blank review is dropped, not an error
     bad = write_jsonl(tmp_path / "bad.jsonl", rows[:2] + [{"review": 7}])
     with pytest.raises(PreferenceDataError, match=r'bad\.jsonl:3: field "text" must be a string'):
-        load_text_split(TaskConfig(corpus=CorpusKind.text, dataset=DatasetConfig(path=str(bad), columns=ColumnsConfig(text="review"))), "train")
+        load_text_split(TaskConfig(kind=TaskKind.text, dataset=DatasetConfig(path=str(bad), columns=ColumnsConfig(text="review"))), "train")
 
 
 def test_imdb_task_on_a_local_parquet_builds_prefix_prompts(tmp_path):
     path = _write_parquet(tmp_path / "imdb.parquet", [{"text": t, "label": 1} for t in REVIEWS])
     cfg = compose_config(["task=imdb", f"task.dataset.path={path}", "task.dataset.eval_split=null", "task.n_eval_prompts=4", "eval.n_prompts=4"], tiny=False)
-    world = build_world(cfg.task)
+    world = build_task(cfg.task)
     assert not any("<br />" in text for text in world.corpus)
     assert len(world.eval_prompts) == 4
     cleaned = [" ".join(r.replace("<br />", " ").split()) for r in REVIEWS]
@@ -271,7 +271,7 @@ def test_imdb_task_on_a_local_parquet_builds_prefix_prompts(tmp_path):
 def test_txt_file_is_one_text_a_line(tmp_path):
     path = tmp_path / "reviews.txt"
     path.write_text("a fine film .\n\nan awful film .\n")
-    texts, _, _ = load_text_split(TaskConfig(corpus=CorpusKind.text, dataset=DatasetConfig(path=str(path))), "train")
+    texts, _, _ = load_text_split(TaskConfig(kind=TaskKind.text, dataset=DatasetConfig(path=str(path))), "train")
     assert texts == ["a fine film .", "an awful film ."]
 
 
@@ -279,7 +279,7 @@ def test_sentence_polarity_world_from_the_shared_directory():
     if not SENTENCE_POLARITY.is_dir():
         pytest.skip(f"sentence-polarity data not found at {SENTENCE_POLARITY} (a clone without ../shared)")
     cfg = compose_config(["task=sentence_polarity", f"task.corpus_dir={SENTENCE_POLARITY}"], tiny=False)
-    world = build_world(cfg.task)
+    world = build_task(cfg.task)
     assert len(world.corpus) > 10_000 - 2 * cfg.task.n_eval_prompts * 4 and len(world.eval_prompts) > 100
     assert world.grammar is None and world.user_pairs is None
 

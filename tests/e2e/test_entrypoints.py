@@ -35,6 +35,26 @@ def test_misspelt_key_fails_at_start_up(tmp_path):
     assert "stepz" in out.stderr
 
 
+def test_a_smoke_run_is_recorded_and_filed_under_the_cell_that_ran(tmp_path):
+    """`mode=offline` with on-policy pairs is oaif: run.json and Hydra's run directory say so (shiftlab/cell.py)."""
+    cmd = [sys.executable, str(ROOT / "scripts/train.py"), "debug=tiny", "mode=offline", "source=onpolicy",
+           f"cache_dir={tmp_path / 'cache'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run_dir,) = (tmp_path / "outputs").iterdir()
+    assert run_dir.name == "oaif"
+    (run_dir,) = run_dir.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert (meta["cell"], meta["source"], meta["reference"], meta["status"]) == ("oaif", "onpolicy", "fixed", "finished")
+
+
+def test_a_renamed_key_fails_naming_the_new_key_without_a_traceback(tmp_path):
+    out = _train(tmp_path, "loss.name=ipo")
+    assert out.returncode == 2
+    assert "config key `loss.name` was renamed `loss.kind`: write loss.kind=ipo" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def _write(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path

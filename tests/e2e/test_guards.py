@@ -15,10 +15,13 @@ from shiftlab.config import EvalConfig, LossConfig, OptimConfig
 from shiftlab.data.batches import PreferenceBatch, PreferenceCollator
 from shiftlab.data.pairs import PreferenceDataError, PreferencePair
 from shiftlab.experiment.lifecycle import run
+from shiftlab.labels.pairing import Labeller
+from shiftlab.models.sampler import SamplerSettings
 from shiftlab.rundir.runlog import RunLog
-from shiftlab.training.evaluation import EvalPrompts, Evaluator
-from shiftlab.training.loop import NonFiniteError, build_optimizer, preference_step
-from shiftlab.training.sources import OfflinePairs
+from shiftlab.training.evaluation import Evaluator
+from shiftlab.training.loop import NonFiniteError, build_optimizer, optimizer_step
+from shiftlab.training.objectives import PreferenceObjective
+from shiftlab.training.sources import OfflinePairs, Prompts
 from shiftlab.validation import ConfigError
 from shiftlab.world import ReviewGrammar
 
@@ -28,11 +31,11 @@ def test_infinite_gradient_is_caught_before_the_weights_move():
     ids = torch.tensor([[3, 4, 5, 0], [3, 4, 6, 0]])
     batch = PreferenceBatch(ids, torch.ones_like(ids), torch.tensor([[0, 0, 1, 1]] * 2, dtype=torch.bool), 1, 0)
     optim_cfg = OptimConfig()
-    optimizer, scheduler = build_optimizer(policy, optim_cfg, 10)
+    optimizer, scheduler = build_optimizer(policy, optim_cfg)
     before = [p.detach().clone() for p in policy.parameters()]
     next(policy.parameters()).register_hook(lambda grad: grad * float("inf"))
     with pytest.raises(NonFiniteError, match="grad_norm is"):
-        preference_step(policy, ref, batch, LossConfig(), optim_cfg, optimizer, scheduler)
+        optimizer_step(policy, ref, batch, PreferenceObjective(LossConfig()), optim_cfg, optimizer, scheduler)
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
 
 
@@ -63,10 +66,10 @@ def test_empty_evaluation_samples_are_counted_and_divergences_survive(tmp_path, 
     collator = PreferenceCollator(tiny_tokenizer, 16, 8)
     source = OfflinePairs(pairs, collator, batch_size=4, seed=0, behaviour=sft, probe_size=8)
     evaluator = Evaluator(
-        EvalConfig(n_prompts=16, n_samples_logged=2, probe_pairs=8, mmd_permutations=20), EvalPrompts(ids, texts),
-        sft=sft, source=source, decode=tiny_tokenizer.decode, oracle=lambda t: np.array([len(x) for x in t], float),
-        grammar=ReviewGrammar(), max_new_tokens=6, eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id, seed=0, log=RunLog(tmp_path, {}),
+        EvalConfig(n_prompts=16, n_samples_logged=2, probe_pairs=8, mmd_permutations=20), Prompts(ids, texts),
+        SamplerSettings.from_tokenizer(tiny_tokenizer, max_new_tokens=6),
+        Labeller(tiny_tokenizer.decode, lambda t: np.array([len(x) for x in t], float)),
+        sft=sft, source=source, grammar=ReviewGrammar(), seed=0, log=RunLog(tmp_path, {}),
     )
     metrics = evaluator(policy, sft, 0)
     empty = metrics["eval/empty_responses"]

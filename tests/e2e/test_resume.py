@@ -296,11 +296,11 @@ def test_injected_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
 def test_non_finite_weights_are_never_checkpointed(tmp_path, cache, monkeypatch):
     real = trainer._train_step
 
-    def poison_after_step_3(policy, *args, **kwargs):
-        real(policy, *args, **kwargs)
-        if args[-1] == 3:  # the next loss would be NaN, but first comes the checkpoint of step 4
+    def poison_after_step_3(parts, optimization, log, step):
+        real(parts, optimization, log, step)
+        if step == 3:  # the next loss would be NaN, but first comes the checkpoint of step 4
             with torch.no_grad():
-                next(policy.parameters()).view(-1)[0] = float("inf")
+                next(parts.policy.parameters()).view(-1)[0] = float("inf")
 
     monkeypatch.setattr(trainer, "_train_step", poison_after_step_3)
     with pytest.raises(NonFiniteError, match=r"^step 4: parameter \S+ holds non-finite values.*step_000002"):

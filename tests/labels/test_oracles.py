@@ -95,9 +95,6 @@ def test_missing_classifier_directory_is_a_clear_error(tmp_path):
         classifier(tmp_path / "nothing-here")
 
 
-# --- user functions ------------------------------------------------------------------------------------------
-
-
 def word_count(texts, scale=1.0):
     return [scale * len(t.split()) for t in texts]
 
@@ -151,11 +148,3 @@ def test_bad_function_output_fails_at_call(target, expected):
 def test_bad_oracle_config_names_the_key(overrides, key):
     with pytest.raises(ConfigError, match=f"`{key}`"):
         compose_config(overrides, tiny=False)
-
-
-def test_world_uses_the_configured_oracle(tmp_path):
-    from shiftlab.stages.task import build_task
-
-    cfg = compose_config(["oracle=function", "oracle.function=test_oracles:word_count"])
-    task = build_task(cfg.task, cfg.oracle)
-    assert task.oracle(["a b c"]).tolist() == [3.0]

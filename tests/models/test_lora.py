@@ -26,12 +26,12 @@ from shiftlab.models.lora import (
     lora_layers,
     parameter_counts,
 )
-from shiftlab.models.sampler import _cache_argument, sample_completions
+from shiftlab.models.sampler import SamplerSettings, _cache_argument, sample_completions
 from shiftlab.rundir.checkpoint import read_checkpoint, write_checkpoint
 from shiftlab.training.reference import (
     FixedReference,
     MergeRefresh,
-    build_reference_schedule,
+    build_policy_and_reference,
     copy_parameters,
     mix_parameters,
 )
@@ -178,8 +178,9 @@ def test_what_callers_do_to_the_reference_never_reaches_the_policy():
 
 @pytest.mark.parametrize("arch", ["gpt2", "neox"])
 def test_hard_refresh_merges_the_adapters_leaving_the_policy_unchanged(arch):
-    sft, policy = adapted(arch)
-    schedule = build_reference_schedule(ReferenceConfig(kind=ReferenceKind.hard, refresh_every=2), sft, policy)
+    sft = base_model(arch)
+    policy, schedule = build_policy_and_reference(sft, LORA, ReferenceConfig(kind=ReferenceKind.hard, refresh_every=2), 0)
+    as_if_trained(policy)
     before = logits(policy)
     brute = logits(full_model(policy, sft, with_delta=True))  # π_θ as one full model
     assert schedule.after_step(policy, 1) is None
@@ -194,9 +195,10 @@ def test_hard_refresh_merges_the_adapters_leaving_the_policy_unchanged(arch):
 
 @pytest.mark.parametrize("arch", ["gpt2", "neox"])
 def test_soft_refresh_is_the_trdpo_parameter_mix_of_the_full_models(arch):
-    sft, policy = adapted(arch)
-    alpha = 0.3
-    schedule = build_reference_schedule(ReferenceConfig(kind=ReferenceKind.soft, refresh_every=1, alpha=alpha), sft, policy)
+    sft, alpha = base_model(arch), 0.3
+    soft = ReferenceConfig(kind=ReferenceKind.soft, refresh_every=1, alpha=alpha)
+    policy, schedule = build_policy_and_reference(sft, LORA, soft, seed=0)
+    as_if_trained(policy)
     for round_ in range(2):  # a second refresh starts from a moved base
         theta, ref = full_model(policy, sft, with_delta=True), full_model(policy, sft, with_delta=False)
         mix_parameters(theta, ref, alpha)  # the definition: π_ref ← α·π_θ + (1−α)·π_ref, parameter by parameter
@@ -209,11 +211,11 @@ def test_soft_refresh_is_the_trdpo_parameter_mix_of_the_full_models(arch):
 
 
 def test_schedules_hold_no_copy_of_the_reference():
-    sft, policy = adapted()
-    fixed = build_reference_schedule(ReferenceConfig(kind=ReferenceKind.fixed), sft, policy)
+    sft = base_model()
+    _, fixed = build_policy_and_reference(sft, LORA, ReferenceConfig(kind=ReferenceKind.fixed), seed=0)
     assert isinstance(fixed, FixedReference) and fixed.ref is sft  # the base under a fixed π_ref is π_sft
     for kind in (ReferenceKind.hard, ReferenceKind.soft):
-        schedule = build_reference_schedule(ReferenceConfig(kind=kind), sft, policy)
+        policy, schedule = build_policy_and_reference(sft, LORA, ReferenceConfig(kind=kind), seed=0)
         assert isinstance(schedule, MergeRefresh) and schedule.ref.policy is policy and schedule.state_dict() == {}
         with pytest.raises(ValueError, match="another model"):
             schedule.after_step(copy.deepcopy(policy), 40)
@@ -223,15 +225,15 @@ def test_schedules_hold_no_copy_of_the_reference():
 
 
 def test_checkpoint_round_trip_restores_policy_and_reference_exactly(tmp_path):
-    sft, policy = adapted()
-    schedule = build_reference_schedule(ReferenceConfig(kind=ReferenceKind.soft, refresh_every=1, alpha=0.5), sft, policy)
+    sft, soft = base_model(), ReferenceConfig(kind=ReferenceKind.soft, refresh_every=1, alpha=0.5)
+    policy, schedule = build_policy_and_reference(sft, LORA, soft, seed=0)
+    as_if_trained(policy)
     schedule.after_step(policy, 1)  # the base now differs from π_sft: only the policy's state holds it
     as_if_trained(policy, seed=9)
     saved = write_checkpoint(tmp_path, 1, {"policy": policy.state_dict(), "reference": schedule.state_dict()}, keep_last=1)
     state = read_checkpoint(saved)
-    fresh = add_adapters(copy.deepcopy(sft), LORA, seed=1)  # rebuilt from the config, as a resume does
+    fresh, restored = build_policy_and_reference(sft, LORA, soft, seed=1)  # rebuilt from the config, as a resume does
     fresh.load_state_dict(state["policy"])
-    restored = build_reference_schedule(ReferenceConfig(kind=ReferenceKind.soft, refresh_every=1, alpha=0.5), sft, fresh)
     restored.load_state_dict(state["reference"])
     assert torch.equal(logits(fresh), logits(policy)) and torch.equal(logits(restored.ref), logits(schedule.ref))
 
@@ -262,9 +264,9 @@ def test_saved_policy_is_merged_and_loads_without_peft_leaving_training_untouche
 def test_sampling_from_a_peft_policy_passes_the_cache_under_its_current_name():
     sft, policy = adapted(trained=False)
     assert _cache_argument(policy) == _cache_argument(sft)
-    draw = dict(k=2, max_new_tokens=6, eos_token_id=0, pad_token_id=0)
-    a = sample_completions(policy, [[3, 4], [5]], generator=torch.Generator().manual_seed(0), **draw)
-    b = sample_completions(sft, [[3, 4], [5]], generator=torch.Generator().manual_seed(0), **draw)
+    sampler = SamplerSettings(max_new_tokens=6, eos_token_id=0, pad_token_id=0)
+    a = sample_completions(policy, [[3, 4], [5]], sampler, k=2, generator=torch.Generator().manual_seed(0))
+    b = sample_completions(sft, [[3, 4], [5]], sampler, k=2, generator=torch.Generator().manual_seed(0))
     assert a.response_ids == b.response_ids and torch.equal(a.logps, b.logps)  # B = 0: the same distribution
 
 

@@ -148,7 +148,7 @@ def _preference_steps(base, collator, pairs, packing: bool, precompute: bool):
 
     policy, ref = copy.deepcopy(base).train(), frozen_copy(base)
     optim_cfg = OptimConfig(lr=1e-2, warmup_steps=1)
-    optimizer, scheduler = build_optimizer(policy, optim_cfg, 10)
+    optimizer, scheduler = build_optimizer(policy, optim_cfg)
     table = precompute_reference_logps(ref, collator, pairs, batch_size=3, packing=packing) if precompute else None
     objective, stats = PreferenceObjective(LossConfig(), packing), []
     for rows in ([0, 1, 2, 3], [2, 3, 1, 0], [3, 0, 1, 2]):

@@ -226,4 +226,23 @@ def test_report_never_imports_training_code():
     code = "import sys, shiftlab.report.build, shiftlab.report.cli; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     mods = json.loads(out.stdout)
-    assert not [m for m in mods if m.startswith("shiftlab.") and not m.startswith(("shiftlab.report", "shiftlab.metrics"))]
+    # shiftlab.cell: the cell names and one pure function; shiftlab.config: the schema and the config flattener
+    allowed = ("shiftlab.report", "shiftlab.metrics", "shiftlab.cell", "shiftlab.config")
+    assert not [m for m in mods if m.startswith("shiftlab.") and not m.startswith(allowed)]
+    assert "torch" not in mods, "the report stage reads run directories; it needs no torch"
+
+
+def test_the_report_uses_the_cell_the_run_recorded_and_derives_none(tmp_path):
+    root = write_study(tmp_path / "sweep", cells=("offline", "online"), seeds=2)
+    # the pairs and π_ref it records say offline + fixed; only the recorded cell is believed (shiftlab/cell.py
+    # derived it when the run started, from what actually ran)
+    relabelled = write_run(root / "8", "offline", 7, GAP)
+    meta = json.loads((relabelled / "run.json").read_text())
+    (relabelled / "run.json").write_text(json.dumps(meta | {"cell": "oaif"}))
+    unlabelled = write_run(root / "9", "offline", 8, GAP)
+    (unlabelled / "run.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "cell"}))
+    study = load_study([root])
+    cells = study.runs.set_index("run")["cell"]
+    assert cells["sweep/8"] == "oaif" and cells["sweep/9"] == "unknown"
+    assert study.cells == ["offline", "oaif", "online", "unknown"]
+    assert "run sweep/9: its run.json records no cell, so it is in no contrast" in study.notes

@@ -58,7 +58,7 @@ def test_property_any_state_tree_survives_the_json_encoding(tree):
 
 def test_checkpoint_files_round_trip_keep_the_last_k_and_ignore_partial_writes(tmp_path):
     model = tiny_model(0)
-    optimizer, scheduler = build_optimizer(model, OptimConfig(), 10)
+    optimizer, scheduler = build_optimizer(model, OptimConfig())
     model(input_ids=torch.tensor([[1, 2, 3]])).logits.sum().backward()
     optimizer.step()
     scheduler.step()
@@ -75,7 +75,7 @@ def test_checkpoint_files_round_trip_keep_the_last_k_and_ignore_partial_writes(t
     other = tiny_model(1)
     other.load_state_dict(back["model"])
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
-    opt2, sched2 = build_optimizer(other, OptimConfig(), 10)
+    opt2, sched2 = build_optimizer(other, OptimConfig())
     opt2.load_state_dict(back["optimizer"])
     sched2.load_state_dict(back["scheduler"])
     assert repr(opt2.state_dict()) == repr(optimizer.state_dict()) and sched2.get_last_lr() == scheduler.get_last_lr()

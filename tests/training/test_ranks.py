@@ -119,7 +119,7 @@ def _perturbed_lm() -> GPT2LMHeadModel:
 def _step(n_pairs: int, processes: Processes) -> tuple[dict[str, float], list[torch.Tensor]]:
     policy, ref = _perturbed_lm(), _tiny_lm().eval()
     optim_cfg = OptimConfig(lr=1e-3, warmup_steps=1, grad_accum=2)
-    optimizer, scheduler = build_optimizer(policy, optim_cfg, 10)
+    optimizer, scheduler = build_optimizer(policy, optim_cfg)
     stats = optimizer_step(policy, ref, _pairs_batch(n_pairs), PreferenceObjective(LossConfig()), optim_cfg,
                            optimizer, scheduler, processes)
     return stats, [p.detach().clone() for p in policy.parameters()]

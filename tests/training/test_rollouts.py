@@ -11,12 +11,15 @@ import torch
 from tiny import compose_config
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from shiftlab.config import LossConfig, LossName, OptimConfig, Pairing
+from shiftlab.config import LossConfig, LossKind, OptimConfig, Pairing, SourceConfig
 from shiftlab.experiment.lifecycle import run
 from shiftlab.functional.losses import sequence_logps
+from shiftlab.labels.pairing import Labeller
+from shiftlab.models.sampler import SamplerSettings
 from shiftlab.training.loop import build_optimizer, optimizer_step
 from shiftlab.training.objectives import PolicyGradientObjective
 from shiftlab.training.rollouts import OnPolicyRollouts
+from shiftlab.training.sources import Prompts
 from shiftlab.validation import ConfigError
 
 EOS = PAD = 0
@@ -40,9 +43,11 @@ def count_good(texts):
 
 def rollouts(sft, beta_rl=0.1, k=4, seed=0):
     return OnPolicyRollouts(
-        [[1, 2], [3], [4, 6]], ["a|", "b|", "c|"], decode=lambda ids: " " + " ".join(map(str, ids)), oracle=count_good,
-        k=k, pairing=Pairing.best_vs_worst, prompts_per_round=3, sample_every=1, batch_size=1, max_new_tokens=6,
-        max_resample=0, eos_token_id=EOS, pad_token_id=PAD, seed=seed, probe_size=4, template=sft, sft_model=sft, beta_rl=beta_rl,
+        Prompts([[1, 2], [3], [4, 6]], ["a|", "b|", "c|"]),
+        SourceConfig(k=k, pairing=Pairing.best_vs_worst, prompts_per_round=3, sample_every=1, batch_size=1, max_resample=0),
+        SamplerSettings(max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD),
+        Labeller(lambda ids: " " + " ".join(map(str, ids)), count_good),
+        seed=seed, probe_size=4, template=sft, sft_model=sft, beta_rl=beta_rl,
     )
 
 
@@ -71,8 +76,8 @@ def test_reward_rises_on_a_tiny_task():
     policy.requires_grad_(True)
     source = rollouts(sft, beta_rl=0.0, k=8)
     optim_cfg = OptimConfig(lr=3e-2, warmup_steps=0)
-    optimizer, scheduler = build_optimizer(policy, optim_cfg, 60)
-    objective = PolicyGradientObjective(LossConfig(name=LossName.rloo))
+    optimizer, scheduler = build_optimizer(policy, optim_cfg)
+    objective = PolicyGradientObjective(LossConfig(kind=LossKind.rloo))
     rewards = []
     for step in range(60):
         batch = source.next_batch(policy, step).batch
@@ -88,7 +93,7 @@ def test_rl_mode_rejects_inconsistent_settings(override):
 
 
 def test_dpo_with_rollouts_is_rejected():
-    with pytest.raises(ConfigError, match="loss.name"):
+    with pytest.raises(ConfigError, match="loss.kind"):
         compose_config(["mode=offline", "source=rollouts"])
 
 
