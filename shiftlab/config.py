@@ -197,9 +197,10 @@ class ReferenceConfig:
     kind: ReferenceKind = ReferenceKind.fixed
     refresh_every: int = 40
     alpha: float = 0.5  # soft refresh weight on π_θ
-    # kind=fixed with source=offline only: log π_ref of every pair computed once before training (shiftlab.training.precompute)
-    # instead of a π_ref forward every step; equal to the live forward up to float rounding, so off by default
-    precompute_logps: bool = False
+    # log π_ref of every pair computed once before training (shiftlab.training.precompute) instead of a π_ref forward
+    # every step. null (auto): wherever it is valid, i.e. π_ref and the pairs both fixed (reference=fixed, source=
+    # offline); true: required (an error elsewhere); false: off. Equal to the live forward up to float rounding.
+    precompute_logps: bool | None = None
 
 
 @dataclass
@@ -230,14 +231,19 @@ class TrainConfig:
     max_prompt_length: int = 16
     max_new_tokens: int = 48
     # preference forwards (π_θ, π_ref, the precomputed table) on rows packed end to end, position ids restarting
-    # per sequence (shiftlab.models.packing): no compute on padding; log-probs equal the padded ones up to float rounding
-    packing: bool = False
+    # per sequence (shiftlab.models.packing): no compute on padding; log-probs equal the padded ones up to float
+    # rounding. null (auto): packed wherever the objective and the model support it (not rollouts, not a model
+    # type transformers cannot pack: those run padded); true: required for the objective; false: padded.
+    packing: bool | None = None
     # "auto": the first CUDA device when there is one, else the CPU. Under a multi-process launch each rank
     # uses the device accelerate assigns it instead.
     device: str = "auto"
     # "bf16": the training step's forward passes (π_θ, π_ref) run under torch.autocast in bfloat16 while weights,
     # gradients and AdamW state stay in model.dtype (float32 master weights); log-probs are summed in float32.
-    mixed_precision: str = "no"
+    # "auto": bf16 only where a short probe of this step on this machine finds it ≥ 1.1× faster than float32 and
+    # the step's statistics (loss, rewards, log-probs, grad norm) within |bf16 − fp32| ≤ 0.01·(1 + |fp32|); else
+    # "no". Measured once per machine and model shape, then reused from cache_dir (shiftlab.training.precision).
+    mixed_precision: str = "auto"
 
 
 @dataclass
@@ -258,7 +264,9 @@ class CheckpointConfig:
 @dataclass
 class ShiftlabConfig:
     seed: int = 0
-    threads: int = 2  # torch intra-op threads; fixed so metrics are reproducible
+    # torch intra-op threads; fixed so metrics are reproducible. conf/train.yaml sets ${threads_per_run:2}: 2 for a run
+    # on its own, cores ÷ runs at once under a parallel launcher (conf/hydra/launcher/)
+    threads: int = 2
     cache_dir: str = ".shiftlab_cache"  # SFT models and built preference sets, keyed by a hash of their inputs
     progress: bool = True
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -277,11 +285,57 @@ class ShiftlabConfig:
 
 
 def register_configs() -> None:
-    """Register the schema (`conf/train.yaml` names it first in its defaults list) and the `cell` resolver:
-    `${cell:${source.kind},${reference.kind},${loss.kind}}` names Hydra's run directory by what the run does."""
+    """Register the schema (`conf/train.yaml` names it first in its defaults list) and two resolvers:
+    `${cell:${source.kind},${reference.kind},${loss.kind}}` names Hydra's run directory by what the run does, and
+    `${threads_per_run:2}` sets `threads` from the launcher. Hydra hands registered resolvers to the processes a
+    parallel launcher starts (`Singleton.get_state` carries them), so both resolve there too."""
     ConfigStore.instance().store(name="shiftlab_schema", node=ShiftlabConfig)
     if not OmegaConf.has_resolver("cell"):
         OmegaConf.register_new_resolver("cell", derive_cell)
+    if not OmegaConf.has_resolver("threads_per_run"):
+        OmegaConf.register_new_resolver("threads_per_run", threads_per_run)
+
+
+def threads_per_run(alone: int) -> int:
+    """`threads: ${threads_per_run:2}` (conf/train.yaml): torch threads for one run of the launcher in use, read
+    from Hydra's config of this job; `alone` outside a Hydra app (the compose API) and under Hydra's basic launcher."""
+    from hydra.core.hydra_config import HydraConfig
+
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else None
+    return launcher_threads(launcher, int(alone), _cores())
+
+
+def launcher_threads(launcher: Any, alone: int, cores: int) -> int:
+    """Threads per run so that runs at once × threads = cores:
+    - joblib (`hydra.launcher.n_jobs` runs at once on this machine; −1 all cores, −2 all but one, as joblib reads
+      it): cores // runs, at least 1 (more runs than cores is allowed, one thread each);
+    - submitit (`hydra.launcher.cpus_per_task` CPUs reserved per run): that many;
+    - otherwise (one run after another): `alone`."""
+    n_jobs = launcher.get("n_jobs", "absent") if launcher is not None else "absent"
+    cpus = launcher.get("cpus_per_task") if launcher is not None else None
+    if n_jobs != "absent":
+        if n_jobs is None:
+            return max(1, cores)  # joblib runs one job at a time
+        if not isinstance(n_jobs, int) or n_jobs == 0:
+            raise ValueError(f"hydra.launcher.n_jobs must be a non-zero integer (-1: one run per core), got {n_jobs!r}")
+        runs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+        return max(1, cores // runs)
+    if cpus is not None:
+        if not isinstance(cpus, int) or cpus < 1:
+            raise ValueError(f"hydra.launcher.cpus_per_task must be an integer ≥ 1, got {cpus!r}")
+        return cpus
+    return alone
+
+
+def _cores() -> int:
+    """The cores as joblib counts them (CPU affinity and cgroup quotas) when it is installed, else the affinity."""
+    try:
+        from joblib import cpu_count
+    except ImportError:
+        import os
+
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cpu_count()
 
 
 # "Which variant" is `kind` in every group. The old keys stay in the schema as null placeholders, so `loss.name=ipo` (or
@@ -289,7 +343,7 @@ def register_configs() -> None:
 RENAMED_KEYS = {"loss.name": "loss.kind", "optim.name": "optim.kind", "task.corpus": "task.kind"}
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
-MIXED_PRECISION = ("no", "bf16")
+MIXED_PRECISION = ("no", "bf16", "auto")
 LOCAL_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt", ".txt.gz")
 
 

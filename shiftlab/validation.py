@@ -219,7 +219,7 @@ def _validate_lora(lora: LoraConfig) -> None:
 
 def _validate_speedups(cfg: ShiftlabConfig) -> None:
     """Options that only change how a quantity is computed must not be set where they would silently do nothing."""
-    if cfg.reference.precompute_logps:
+    if cfg.reference.precompute_logps:  # null (auto) is resolved by the factory where valid
         # a table of log π_ref is only valid while both π_ref and the pairs stay fixed
         _check(
             cfg.reference.kind is ReferenceKind.fixed and cfg.source.kind is SourceKind.offline,

@@ -142,9 +142,26 @@ def test_speed_options_where_they_would_do_nothing_fail_naming_the_key(overrides
         compose_config(overrides, tiny=False)
 
 
-def test_speed_options_compose_where_they_apply_and_default_off():
+def test_speed_options_default_to_auto_and_compose_where_they_apply():
+    default = compose_config([], tiny=False)
+    assert default.reference.precompute_logps is None and default.train.packing is None  # auto: the factory decides
     cfg = compose_config(["mode=offline", "reference.precompute_logps=true", "train.packing=true"], tiny=False)
     assert cfg.reference.precompute_logps and cfg.train.packing
-    default = compose_config([], tiny=False)
-    assert not default.reference.precompute_logps and not default.train.packing
     assert compose_config(["mode=online", "train.packing=true"], tiny=False).train.packing
+    assert compose_config(["mode=offline", "train.packing=false"], tiny=False).train.packing is False
+
+
+@pytest.mark.parametrize("overrides,packing,precompute", [
+    (["mode=offline"], True, True),  # π_ref and the pairs fixed: the table is valid
+    (["mode=trdpo"], True, False),
+    (["mode=oaif"], True, False),
+    (["mode=online"], True, False),
+    (["mode=rl", "source.sample_every=1"], False, False),  # rollouts are scored padded
+    (["mode=offline", "train.packing=false", "reference.precompute_logps=false"], False, False),
+])
+def test_auto_speed_options_resolve_to_the_fastest_valid_path(overrides, packing, precompute):
+    from shiftlab.experiment.factory import SpeedPath, resolve_speed_path
+
+    assert resolve_speed_path(compose_config(overrides)) == SpeedPath(packing, precompute)
+
+

@@ -1,5 +1,6 @@
-"""Benchmarks (`python scripts/bench.py`): throughput against TRL, closeness to the CPU's limit, sampling, eval
-overhead, end-to-end runs and scaling. Each module measures one thing and returns `Section`s for `report`.
+"""Benchmarks (`python scripts/bench.py`): throughput against TRL, closeness to the CPU's limit, bf16 against
+float32, sampling, eval overhead, end-to-end runs and scaling. Each module measures one thing and returns
+`Section`s for `report`.
 
     machine.py      what machine ran it (CPU model, cores, threads, library versions)
     timing.py       median / min / max over repeats after warmup
@@ -8,6 +9,7 @@ overhead, end-to-end runs and scaling. Each module measures one thing and return
     step.py         shiftlab's DPO step as the benchmarks drive it (live or precomputed reference)
     trl_compare.py  shiftlab against TRL's DPOTrainer, interleaved in one process
     utilization.py  achieved FLOP/s of the step against the matmul's, with the profile of where time goes
+    precision.py    the step in float32, under bf16 autocast and with bf16 weights; the matmul in both dtypes
     sampling.py     shiftlab's sampler against `model.generate`
     e2e.py          `scripts/train.py` runs in a subprocess: wall time, peak memory, eval share
     evalprofile.py  where one evaluation's time goes (cProfile on the cache an end-to-end run left)

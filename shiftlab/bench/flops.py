@@ -78,11 +78,11 @@ def batch_flops(shape: GPTShape, attention_mask: torch.Tensor, live_reference: b
     return executed, useful
 
 
-def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> list[float]:
-    """FLOP/s of an n×n by n×n float32 `torch.matmul` on the current threads, one figure per repeat (after one
-    warmup): the practical ceiling that the step's FLOP/s is compared with."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+def matmul_flops_per_second(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> list[float]:
+    """FLOP/s of an n×n by n×n `torch.matmul` in `dtype` (float32 by default) on the current threads, one figure
+    per repeat (after one warmup): the practical ceiling that the step's FLOP/s is compared with."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    out = torch.empty(n, n, dtype=dtype)
     torch.matmul(a, b, out=out)
     rates = []
     for _ in range(repeats):

@@ -52,6 +52,7 @@ class BenchOptions:
 
 def run_bench(opts: BenchOptions, log=print) -> tuple[Path, Path]:
     from shiftlab.bench.e2e import run_end_to_end
+    from shiftlab.bench.precision import run_precision
     from shiftlab.bench.sampling import run_sampling
     from shiftlab.bench.scaling import run_scaling
     from shiftlab.bench.trl_compare import run_trl_comparison
@@ -80,6 +81,8 @@ def run_bench(opts: BenchOptions, log=print) -> tuple[Path, Path]:
             workload, opts.sizes, opts.batch_size, opts.steps, opts.repeats, opts.warmup, opts.threads)))
     sections.append(stage("closeness to the limit", lambda: run_utilization(
         workload, opts.sizes, opts.batch_size, opts.steps, opts.repeats, profile_steps=max(1, opts.steps))))
+    sections.append(stage("bf16 against float32", lambda: run_precision(
+        workload, opts.sizes, opts.batch_size, opts.steps, opts.repeats, opts.warmup)))
     sections.append(stage("sampling", lambda: run_sampling(
         workload, opts.sizes[0], opts.sample_prompts, opts.max_new_tokens, opts.repeats)))
     if not opts.skip_e2e:

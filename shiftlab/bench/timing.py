@@ -54,3 +54,17 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[
 
 def measure(fn: Callable[[], object], repeats: int, warmup: int = 1) -> Stat:
     return summarize(time_calls(fn, repeats, warmup))
+
+
+def interleave(runners: dict[str, Callable[[int], list[float]]], steps: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per step of each runner, one figure per repeat (the block's mean), in mirrored order (AB…BA)."""
+    names = list(runners)
+    for name in names:
+        if warmup:
+            runners[name](warmup)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            times = runners[name](steps)
+            out[name].append(sum(times) / len(times))
+    return out

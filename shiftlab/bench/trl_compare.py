@@ -2,18 +2,19 @@
 
 Each comparison pairs matching modes: a live reference model against TRL's live `ref_model`, and precomputed
 reference log-probs (`reference.precompute_logps=true`) against TRL's `precompute_ref_log_probs=True`. shiftlab
-runs twice in each: padded (its default) and packed (`train.packing=true`). TRL's own packing for DPO,
-`padding_free`, is disabled in TRL 1.16 (it falls back to padding with a warning), so TRL's row is padded in both
-and the packed row compares shiftlab's fastest setting with TRL's fastest.
+runs twice in each: padded (`train.packing=false`) and packed (`train.packing=true`). TRL's own packing for DPO,
+`padding_free`, is disabled in TRL 1.16 (`DPOTrainer` warns and falls back to padding), so TRL's rows are padded.
 
 Same model (same initial weights), same pairs (tokenized to the same ids), same batch size, sequence lengths,
-β, AdamW and float32. TRL runs in its fastest CPU setting: `bf16=False`, no gradient checkpointing (its default
-is on), no reporting, logging or saving, no dataloader workers, and its default fused AdamW. Both are timed from
+β and AdamW; shiftlab in float32. TRL runs twice, `bf16=False` (float32) and `bf16=True` (its default: bf16
+autocast, which may pay on a CPU with bf16 instructions), both without gradient checkpointing (its default is on),
+reporting, logging or saving, without dataloader workers, and with its default fused AdamW; every `… ÷ TRL` ratio
+is against the faster of the two on this machine, measured in the same blocks. All are timed from
 "batch ready" to "optimizer stepped": TRL between its `on_step_begin` and `on_step_end` callbacks (its batches
 are collated before the first), shiftlab around the trainer's `optimizer_step` on pre-collated batches. Setup — model
 building, TRL's dataset tokenization, either side's reference precompute — is timed separately and left out.
 
-The runners take turns in blocks (ABC then CBA), so that a machine whose load changes during the benchmark slows
+The runners take turns in blocks (ABCD then DCBA), so that a machine whose load changes during the benchmark slows
 all alike; each repeat gives one pairs/second per runner and one paired ratio per shiftlab runner.
 """
 
@@ -23,25 +24,26 @@ import copy
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from shiftlab.bench.report import Figure, Section, Target
 from shiftlab.bench.step import build_step_setup
-from shiftlab.bench.timing import summarize
+from shiftlab.bench.timing import interleave, summarize
 from shiftlab.bench.workload import Workload, build_bench_model
 from shiftlab.training.precompute import attach_reference_logps, precompute_reference_logps
 
 TARGET_RATIO = Target(">=", 2.0)
 SHIFTLAB, SHIFTLAB_PACKED = "shiftlab", "shiftlab packed"
+TRL_SETTINGS = {False: "TRL bf16=False", True: "TRL bf16=True"}  # DPOConfig.bf16 -> the runner's name
 
 
 class ShiftlabRunner:
     def __init__(self, workload: Workload, size: str, batch_size: int, precompute: bool, seed: int = 0,
-                 packing: bool = False):
-        self.setup = build_step_setup(build_bench_model(size, workload.tokenizer, seed), packing=packing)
+                 packing: bool = False, mixed_precision: bool = False):
+        self.setup = build_step_setup(build_bench_model(size, workload.tokenizer, seed), packing=packing,
+                                      mixed_precision=mixed_precision)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(workload.pairs)).tolist()
         groups = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
@@ -67,7 +69,8 @@ class ShiftlabRunner:
 
 
 class TrlRunner:
-    def __init__(self, workload: Workload, size: str, batch_size: int, precompute: bool, seed: int = 0):
+    def __init__(self, workload: Workload, size: str, batch_size: int, precompute: bool, seed: int = 0,
+                 bf16: bool = False):
         from datasets import Dataset, disable_progress_bars
         from transformers import PrinterCallback, ProgressCallback, TrainerCallback
         from trl import DPOConfig, DPOTrainer
@@ -77,13 +80,15 @@ class TrlRunner:
         ref = None if precompute else copy.deepcopy(model)
         rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in workload.pairs]
         self._dir = tempfile.TemporaryDirectory(prefix="shiftlab-bench-trl-")
-        args = DPOConfig(
-            output_dir=self._dir.name, per_device_train_batch_size=batch_size, max_steps=1, learning_rate=5e-5,
-            beta=0.1, max_length=workload.max_length, bf16=False, fp16=False, use_cpu=True,
-            gradient_checkpointing=False, report_to=[], logging_strategy="no", save_strategy="no",
-            eval_strategy="no", dataloader_num_workers=0, precompute_ref_log_probs=precompute, disable_tqdm=True,
-            seed=seed, warmup_steps=0, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames gradient_checkpointing; same option
+            args = DPOConfig(
+                output_dir=self._dir.name, per_device_train_batch_size=batch_size, max_steps=1, learning_rate=5e-5,
+                beta=0.1, max_length=workload.max_length, bf16=bf16, fp16=False, use_cpu=True,
+                gradient_checkpointing=False, report_to=[], logging_strategy="no", save_strategy="no",
+                eval_strategy="no", dataloader_num_workers=0, precompute_ref_log_probs=precompute, disable_tqdm=True,
+                seed=seed, warmup_steps=0, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0,
+            )
         clock = self.clock = _StepClock(TrainerCallback)
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -128,18 +133,12 @@ def _StepClock(base):  # noqa: N802 - builds a TrainerCallback subclass without 
     return clock
 
 
-def interleave(runners: dict[str, Callable[[int], list[float]]], steps: int, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per step of each runner, one figure per repeat (the block's mean), in mirrored order (AB…BA)."""
-    names = list(runners)
-    for name in names:
-        if warmup:
-            runners[name](warmup)
-    out: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else reversed(names):
-            times = runners[name](steps)
-            out[name].append(sum(times) / len(times))
-    return out
+def ratios_against_fastest(per_step: dict[str, list[float]], ours: tuple[str, ...],
+                           theirs: list[str]) -> tuple[str, dict[str, list[float]]]:
+    """The fastest of `theirs` on the median seconds per step, and each of `ours`' speed-ups over it, paired per
+    repeat (its seconds ÷ ours in the same repeat)."""
+    fastest = min(theirs, key=lambda name: summarize(per_step[name]).median)
+    return fastest, {name: [t / s for s, t in zip(per_step[name], per_step[fastest])] for name in ours}
 
 
 def compare_size(workload: Workload, size: str, precompute: bool, batch_size: int, steps: int, repeats: int,
@@ -148,22 +147,27 @@ def compare_size(workload: Workload, size: str, precompute: bool, batch_size: in
     mode = "precomputed reference" if precompute else "live reference"
     ours = ShiftlabRunner(workload, size, batch_size, precompute)
     packed = ShiftlabRunner(workload, size, batch_size, precompute, packing=True)
-    theirs = TrlRunner(workload, size, batch_size, precompute)
+    trls = {name: TrlRunner(workload, size, batch_size, precompute, bf16=bf16) for bf16, name in TRL_SETTINGS.items()}
+    theirs = trls[TRL_SETTINGS[False]]
     torch.set_num_threads(threads)
-    runners = {SHIFTLAB: ours.block, SHIFTLAB_PACKED: packed.block, "TRL": theirs.block}
+    runners = {SHIFTLAB: ours.block, SHIFTLAB_PACKED: packed.block, **{name: t.block for name, t in trls.items()}}
     per_step = interleave(runners, steps, repeats, warmup)
     figures = []
     for name, seconds in per_step.items():
         figures.append(Figure(f"{size} · {mode} · {name}", "pairs/s", summarize(seconds).inverted(batch_size)))
-    for name in (SHIFTLAB, SHIFTLAB_PACKED):
-        ratios = [t / s for s, t in zip(per_step[name], per_step["TRL"])]
-        figures.append(Figure(f"{size} · {mode} · {name} ÷ TRL", "speed-up", summarize(ratios), "×", TARGET_RATIO))
+    fastest, ratios = ratios_against_fastest(per_step, (SHIFTLAB, SHIFTLAB_PACKED), list(trls))
+    for name, paired in ratios.items():
+        figures.append(Figure(f"{size} · {mode} · {name} ÷ TRL", "speed-up", summarize(paired), "×", TARGET_RATIO))
+    rates = {name: batch_size / summarize(per_step[name]).median for name in trls}
     ours_tokens = float(sum(b.attention_mask.sum() for b in ours.batches)) / sum(b.n_pairs for b in ours.batches)
     note = (f"{size}, {mode}: setup, not counted in the steps: shiftlab {ours.setup_seconds:.1f} s, packed "
             f"{packed.setup_seconds:.1f} s{' (reference precompute)' if precompute else ''}, TRL "
-            f"{theirs.setup_seconds:.1f} s (dataset preparation"
+            + " / ".join(f"{t.setup_seconds:.1f}" for t in trls.values()) + " s (bf16=False / True; dataset preparation"
             f"{' and reference precompute' if precompute else ''}). Tokens per pair (both rows): shiftlab "
-            f"{ours_tokens:.1f} over the batches it ran, TRL {theirs.tokens_per_pair():.1f} over the whole set.")
+            f"{ours_tokens:.1f} over the batches it ran, TRL {theirs.tokens_per_pair():.1f} over the whole set. "
+            f"TRL's faster setting here: **{fastest}** ("
+            + ", ".join(f"{name} {rate:.1f} pairs/s" for name, rate in rates.items()) + "); the `÷ TRL` rows are "
+            "against it.")
     return figures, [note]
 
 
@@ -183,9 +187,12 @@ def run_trl_comparison(workload: Workload, sizes: list[str], batch_size: int, st
     section.notes.insert(0, (
         f"TRL {trl.__version__}; batch {batch_size} pairs, {steps} timed steps per block, {repeats} alternating "
         f"blocks per side after {warmup} warmup steps each. All see the same token ids (checked: tokens per pair "
-        f"below). `{SHIFTLAB}` is a run's default step (padded rows); `{SHIFTLAB_PACKED}` the same step with "
-        "`train.packing=true` (rows laid end to end, position ids restarting per sequence: no compute on "
-        "padding; log-probs equal up to float rounding). TRL computes on padded rows in both: its `padding_free` "
-        "is disabled in this release. The precomputed rows are shiftlab's `reference.precompute_logps=true` "
-        "against TRL's `precompute_ref_log_probs=True`."))
+        f"below). `{SHIFTLAB}` is the step on padded rows (`train.packing=false`); `{SHIFTLAB_PACKED}` the same step "
+        "with `train.packing=true` (rows laid end to end, position ids restarting per sequence: no compute on "
+        "padding; log-probs equal up to float rounding); both in float32. TRL runs twice, `bf16=False` and "
+        "`bf16=True` (bf16 autocast), without gradient checkpointing, and computes on padded rows in both: "
+        "`padding_free=True` is disabled for DPO in this release (DPOTrainer warns and falls back to padding). "
+        "Every `÷ TRL` ratio is against TRL's faster setting in the same blocks (named per comparison below). The "
+        "precomputed rows are shiftlab's `reference.precompute_logps=true` against TRL's "
+        "`precompute_ref_log_probs=True`."))
     return section

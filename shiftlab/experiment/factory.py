@@ -15,11 +15,12 @@ from typing import Any, NamedTuple
 
 import torch
 
-from shiftlab.config import ShiftlabConfig, SourceKind
+from shiftlab.config import LossKind, ReferenceKind, ShiftlabConfig, SourceKind
 from shiftlab.data.batches import PreferenceCollator, encode_prompts
 from shiftlab.experiment.setup import seed_everything
 from shiftlab.labels.pairing import Labeller
 from shiftlab.models.build import count_parameters
+from shiftlab.models.packing import can_pack
 from shiftlab.models.sampler import SamplerSettings
 from shiftlab.rundir.runlog import RunLog
 from shiftlab.stages.preference_set import build_preference_set
@@ -34,6 +35,23 @@ from shiftlab.training.reference import build_policy_and_reference
 from shiftlab.training.rollouts import OnPolicyRollouts
 from shiftlab.training.sources import OfflinePairs, OnPolicyPairs, PairSource, Prompts
 from shiftlab.validation import ConfigError
+
+
+@dataclass(frozen=True)
+class SpeedPath:
+    """How the step's numbers are computed, once `auto` (null) options are resolved; logged in run.json."""
+
+    packing: bool  # preference forwards on packed rows (where the model can pack: see models.packing.can_pack)
+    precompute_logps: bool  # log π_ref of the fixed set computed once
+
+
+def resolve_speed_path(cfg: ShiftlabConfig) -> SpeedPath:
+    """The fastest path the run allows, unless the config says otherwise: packing for preference objectives (rollouts
+    are scored padded), a precomputed π_ref table where π_ref and the pairs are both fixed."""
+    packing = cfg.train.packing if cfg.train.packing is not None else cfg.loss.kind is not LossKind.rloo
+    fixed = cfg.reference.kind is ReferenceKind.fixed and cfg.source.kind is SourceKind.offline
+    precompute = cfg.reference.precompute_logps if cfg.reference.precompute_logps is not None else fixed
+    return SpeedPath(packing, precompute)
 
 
 @dataclass
@@ -51,6 +69,7 @@ class SourceInputs:
     progress: Callable
     log: RunLog
     processes: Processes
+    speed: SpeedPath
 
 
 def build_offline_source(x: SourceInputs) -> PairSource:
@@ -62,10 +81,10 @@ def build_offline_source(x: SourceInputs) -> PairSource:
     collator = PreferenceCollator(x.tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
     behaviour = x.sft if prefs.behaviour_is_sft else None
     ref_logps = None
-    if cfg.reference.precompute_logps:  # validated: π_ref is π_sft throughout, and the pairs are fixed
+    if x.speed.precompute_logps:  # resolved or validated: π_ref is π_sft throughout, and the pairs are fixed
         start = time.perf_counter()
-        ref_logps = precompute_reference_logps(x.sft, collator, prefs.pairs, packing=cfg.train.packing)
-        x.log.event(0, "reference_precomputed", pairs=len(prefs.pairs), packing=cfg.train.packing,
+        ref_logps = precompute_reference_logps(x.sft, collator, prefs.pairs, packing=x.speed.packing)
+        x.log.event(0, "reference_precomputed", pairs=len(prefs.pairs), packing=x.speed.packing,
                     **{"time/precompute": round(time.perf_counter() - start, 3)})
     return OfflinePairs(prefs.pairs, collator, cfg.source.batch_size, cfg.seed, behaviour, cfg.eval.probe_pairs, ref_logps)
 
@@ -131,9 +150,12 @@ def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Proces
     policy, schedule = build_policy_and_reference(sft, cfg.model.lora, cfg.reference, cfg.seed)  # no global draw
     sampler = SamplerSettings.from_tokenizer(tokenizer, cfg.train.max_new_tokens)
     labeller = Labeller(tokenizer.decode, task.oracle)
-    inputs = SourceInputs(cfg, task, sft, policy, tokenizer, sampler, labeller, cache_dir, progress, log, processes)
+    speed = resolve_speed_path(cfg)
+    log.note(speed={"packing": speed.packing, "packed_forward": speed.packing and can_pack(policy),
+                    "precompute_logps": speed.precompute_logps})
+    inputs = SourceInputs(cfg, task, sft, policy, tokenizer, sampler, labeller, cache_dir, progress, log, processes, speed)
     source = recipe.build(inputs)
-    objective = build_objective(cfg.loss, cfg.train.packing)
+    objective = build_objective(cfg.loss, speed.packing)
     if not processes.is_main:  # rank 0 evaluates for everyone: the replicas are identical
         return Training(policy, schedule, source, _no_evaluation, objective, tokenizer)
     eval_prompts = Prompts(encode_prompts(tokenizer, task.eval_prompts, cfg.train.max_prompt_length), task.eval_prompts)

@@ -14,14 +14,16 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from shiftlab.cell import cell_of
-from shiftlab.config import ShiftlabConfig, flatten_config
-from shiftlab.experiment.factory import build_training
+from shiftlab.config import ShiftlabConfig, SourceKind, flatten_config
+from shiftlab.experiment.factory import Training, build_training
 from shiftlab.experiment.setup import progress_factory, quiet_libraries, seed_everything
 from shiftlab.models.build import save_model
 from shiftlab.rundir.checkpoint import Checkpointer, GlobalRng, print_warning, read_latest
 from shiftlab.rundir.runlog import NullRunLog, RunDirError, RunLog, hold_run_dir
 from shiftlab.training.loop import LoopConfig, Optimization, train
+from shiftlab.training.precision import PrecisionChoice, StepProbe, choose_precision
 from shiftlab.training.ranks import SINGLE, Processes, connect
+from shiftlab.training.sources import OfflinePairs
 
 
 def run_meta(cfg: ShiftlabConfig, overrides: list[str]) -> dict[str, Any]:
@@ -98,6 +100,25 @@ def _start_or_resume(cfg: ShiftlabConfig, run_dir: Path, resuming: bool, overrid
         return _run(cfg, run_dir, meta | {"resumed_at": [*meta.get("resumed_at", []), start]}, checkpoint, processes)
 
 
+def choose_run_precision(cfg: ShiftlabConfig, t: Training, processes: Processes, recorded: dict | None) -> PrecisionChoice:
+    """train.mixed_precision for this run (`shiftlab.training.precision`): rank 0 decides, every rank follows. The
+    probe's batch has the shape of one micro-batch of this rank's share of a step: the set's first pairs where the
+    run trains on a fixed set, synthetic rows otherwise."""
+    choice = None
+    if processes.is_main:
+        rows = cfg.source.prompts_per_round * cfg.source.k if cfg.source.kind is SourceKind.rollouts else 2 * cfg.source.batch_size
+        rows = max(2, -(-rows // (cfg.optim.grad_accum * processes.world_size)))
+
+        def probe() -> StepProbe:
+            own = t.source.collator(t.source.pairs[: rows // 2]) if isinstance(t.source, OfflinePairs) else None
+            return StepProbe(t.policy, t.schedule.ref, t.objective, rows=rows, max_length=cfg.train.max_length,
+                             max_prompt_length=cfg.train.max_prompt_length, device=processes.device, batch=own)
+
+        choice = choose_precision(cfg.train.mixed_precision, probe, t.policy, processes.device,
+                                  Path(cfg.cache_dir).expanduser(), recorded)
+    return processes.gather(choice)[0]
+
+
 def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: dict[str, Any] | None, processes: Processes = SINGLE) -> Path:
     seed_everything(cfg.seed, cfg.threads)
     if processes.is_main:
@@ -111,7 +132,9 @@ def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: d
     steps_done, checkpoints = 0, None
     try:
         t = build_training(cfg, log, progress, processes)
-        opt = Optimization.build(t.policy, cfg.optim, processes, mixed_precision=cfg.train.mixed_precision == "bf16")
+        precision = choose_run_precision(cfg, t, processes, meta.get("mixed_precision"))
+        log.note(mixed_precision=precision.as_dict())
+        opt = Optimization.build(t.policy, cfg.optim, processes, mixed_precision=precision.bf16)
         parts = {"policy": t.policy, "optimizer": opt.optimizer, "scheduler": opt.scheduler, "reference": t.schedule,
                  "source": t.source, "log": log, "rng": GlobalRng()}
         checkpoints = Checkpointer(run_dir, parts, config_identity(cfg), cfg.checkpoint.every, cfg.checkpoint.keep_last)

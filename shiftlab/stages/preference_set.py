@@ -4,7 +4,6 @@ paper's IMDb recipe), cached; or the user's / data set's own pairs."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from shiftlab.data.batches import encode_prompts
 from shiftlab.data.pairs import PreferencePair, load_preference_jsonl, save_preference_jsonl
 from shiftlab.labels.pairing import Labeller, pair_round
 from shiftlab.models.sampler import SamplerSettings, sample_completions
-from shiftlab.stages.cache import fingerprint, publish
+from shiftlab.stages.cache import cache_entry, fingerprint
 from shiftlab.stages.sft import sft_fingerprint
 from shiftlab.stages.task import Task
 
@@ -38,10 +37,21 @@ def build_preference_set(cfg: ShiftlabConfig, task: Task, sft, tokenizer, cache_
     key = fingerprint(sft_fingerprint(cfg), p, cfg.oracle, cfg.seed, cfg.train.max_new_tokens, cfg.train.max_prompt_length)
     final = cache_dir / "preferences" / key
     calls = p.n_prompts * p.k
-    if (final / "pairs.jsonl").exists():
-        pairs, _ = load_preference_jsonl(final / "pairs.jsonl")
-        info = json.loads((final / "info.json").read_text()) | {"cached": True}
-        return PreferenceSet(pairs, True, calls, calls, info)
+    # concurrent runs (a parallel study): one builds the set, the others wait for it and read it (stages.cache)
+    with cache_entry(final, "pairs.jsonl", "the offline preference set") as tmp:
+        if tmp is None:
+            pairs, _ = load_preference_jsonl(final / "pairs.jsonl")
+            info = json.loads((final / "info.json").read_text()) | {"cached": True}
+            return PreferenceSet(pairs, True, calls, calls, info)
+        pairs, info = _sample_preference_set(cfg, task, sft, tokenizer, progress_factory)
+        save_preference_jsonl(pairs, tmp / "pairs.jsonl")
+        (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    return PreferenceSet(pairs, True, calls, calls, info | {"cached": False})
+
+
+def _sample_preference_set(cfg: ShiftlabConfig, task: Task, sft, tokenizer, progress_factory) -> tuple[list[PreferencePair], dict]:
+    """k samples per prompt from π_sft for `preferences.n_prompts` training prompts, labelled and paired."""
+    p = cfg.preferences
     rng = np.random.default_rng(cfg.seed)
     chosen_prompts = [task.train_prompts[i] for i in rng.choice(len(task.train_prompts), p.n_prompts, replace=False)]
     prompt_ids = encode_prompts(tokenizer, chosen_prompts, cfg.train.max_prompt_length)
@@ -68,10 +78,4 @@ def build_preference_set(cfg: ShiftlabConfig, task: Task, sft, tokenizer, cache_
             ]
             bar.update(len(ids))
     info = {"pairs": len(pairs), "prompts": p.n_prompts, "k": p.k, "pairing": p.pairing.value, **dropped}
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_preference_jsonl(pairs, tmp / "pairs.jsonl")
-    (tmp / "info.json").write_text(json.dumps(info, indent=2))
-    publish(tmp, final)
-    return PreferenceSet(pairs, True, calls, calls, info | {"cached": False})
+    return pairs, info

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from shiftlab.config import SFTConfig, ShiftlabConfig
 from shiftlab.data.batches import ensure_pad_token, pad_right
 from shiftlab.data.order import EpochOrder
 from shiftlab.models.build import build_model, load_pretrained, prepare_for_training, resolve_dtype, train_tokenizer
-from shiftlab.stages.cache import fingerprint, local_stamp, publish
+from shiftlab.stages.cache import cache_entry, fingerprint, local_stamp
 from shiftlab.stages.task import Task
 
 
@@ -91,27 +90,25 @@ def build_sft(cfg: ShiftlabConfig, task: Task, cache_dir: Path, progress_factory
     """
     final = cache_dir / "sft" / sft_fingerprint(cfg)
     dtype = resolve_dtype(cfg.model.dtype)
-    if (final / "config.json").exists():
-        remote = cfg.model.trust_remote_code
-        model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype, trust_remote_code=remote)
-        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(final, trust_remote_code=remote))
-        curve = [json.loads(line) for line in (final / "sft.jsonl").read_text().splitlines() if line]
-        return prepare_for_training(model, cfg.model).to(device).eval(), tokenizer, curve, True
-    torch.manual_seed(cfg.task.seed)
-    if cfg.model.name_or_path is None:
-        tokenizer = train_tokenizer(task.corpus, cfg.model.vocab_size)
-        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id).to(dtype)
-        prepare_for_training(model, cfg.model)
-    else:
-        model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model)
-    model.to(device)
-    with progress_factory(total=cfg.sft.steps, desc="SFT π_sft") as bar:
-        curve = train_sft(model, tokenizer, task.corpus, cfg.sft, cfg.train.max_length, cfg.task.seed, bar)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "sft.jsonl").write_text("".join(json.dumps(row) + "\n" for row in curve))
-    publish(tmp, final)
+    # concurrent runs (a parallel study): one trains π_sft, the others wait for it and load it (stages.cache)
+    with cache_entry(final, "config.json", "π_sft") as tmp:
+        if tmp is None:
+            remote = cfg.model.trust_remote_code
+            model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype, trust_remote_code=remote)
+            tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(final, trust_remote_code=remote))
+            curve = [json.loads(line) for line in (final / "sft.jsonl").read_text().splitlines() if line]
+            return prepare_for_training(model, cfg.model).to(device).eval(), tokenizer, curve, True
+        torch.manual_seed(cfg.task.seed)
+        if cfg.model.name_or_path is None:
+            tokenizer = train_tokenizer(task.corpus, cfg.model.vocab_size)
+            model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id).to(dtype)
+            prepare_for_training(model, cfg.model)
+        else:
+            model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model)
+        model.to(device)
+        with progress_factory(total=cfg.sft.steps, desc="SFT π_sft") as bar:
+            curve = train_sft(model, tokenizer, task.corpus, cfg.sft, cfg.train.max_length, cfg.task.seed, bar)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "sft.jsonl").write_text("".join(json.dumps(row) + "\n" for row in curve))
     return model.eval(), tokenizer, curve, False

@@ -120,6 +120,23 @@ def test_report_files(tmp_path):
     assert rows[1]["target"] == ">=2" and float(rows[1]["median"]) == 2.5
 
 
+def test_ratios_are_against_trls_faster_setting_paired_per_repeat():
+    from shiftlab.bench.trl_compare import ratios_against_fastest
+
+    per_step = {"ours": [1.0, 2.0, 1.0], "TRL a": [3.0, 3.0, 9.0], "TRL b": [4.0, 2.0, 2.0]}  # medians 3 and 2
+    fastest, ratios = ratios_against_fastest(per_step, ("ours",), ["TRL a", "TRL b"])
+    assert fastest == "TRL b" and ratios == {"ours": [4.0, 1.0, 2.0]}
+
+
+def test_interleave_mirrors_the_order_each_repeat():
+    from shiftlab.bench.timing import interleave
+
+    order = []
+    runners = {name: (lambda steps, name=name: order.append(name) or [1.0] * steps) for name in "ABC"}
+    out = interleave(runners, steps=2, repeats=2, warmup=1)
+    assert order == list("ABC") + list("ABC") + list("CBA") and out == {n: [1.0, 1.0] for n in "ABC"}
+
+
 # --------------------------------------------------------------------------- precomputed reference log-probs
 
 
@@ -188,13 +205,18 @@ def test_bench_script_quick_run_writes_the_report(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (out / "bench.md").read_text()
-    for title in ("## Machine", "2. Closeness to the machine's limit", "3. On-policy sampling", "6. Scaling"):
+    for title in ("## Machine", "2. Closeness to the machine's limit", "3. On-policy sampling", "6. Scaling",
+                  "8. bf16 against float32"):
         assert title in md
     sections = {row["section"] for row in csv.DictReader((out / "bench.csv").open())}
-    assert {"limit", "sampling", "scaling"} <= sections
+    assert {"limit", "sampling", "scaling", "precision"} <= sections
     assert "tiny · packed step ÷ matmul (real-token FLOPs)" in md  # train.packing=true beside the default step
+    for row in ("tiny · bf16 autocast ÷ fp32", "tiny · bf16 weights ÷ fp32", "large matmul (2048³) · bfloat16"):
+        assert f"| {row} |" in md
     if "trl" in sections:
         assert "tiny · live reference · shiftlab packed ÷ TRL" in md and "precomputed reference · shiftlab ÷ TRL" in md
+        assert "live reference · TRL bf16=False |" in md and "live reference · TRL bf16=True |" in md
+        assert "TRL's faster setting here: **TRL bf16=" in md
 
 
 @pytest.mark.slow

@@ -35,3 +35,33 @@ def test_resume_names_hydras_directory_or_a_run(tmp_path):
         resume_dir(str(tmp_path), tmp_path / "other")
     (tmp_path / "run.json").write_text("{}")
     assert resume_dir(str(tmp_path), tmp_path / "other") == tmp_path
+
+
+def test_auto_mixed_precision_is_recorded_and_its_no_keeps_the_float32_run(tmp_path, monkeypatch):
+    """train.mixed_precision=auto: the real probe runs before training, yet when it picks "no" the run's files equal
+    a train.mixed_precision=no run's; run.json records the choice; a second run reuses the cached verdict."""
+    from run_compare import assert_same_run
+
+    from shiftlab.experiment.lifecycle import run
+    from shiftlab.training import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda cpuinfo=None: {"avx512_bf16"})  # so the probe runs here
+    real = precision.StepProbe.measure
+    measured = []
+
+    def slow_bf16(step, calls=precision.PROBE_CALLS):  # the real probe, its timing overruled: bf16 "slower"
+        measured.append(real(step, calls))
+        return precision.Measurement(1.0, 2.0, measured[-1].stat_diff)
+
+    monkeypatch.setattr(precision.StepProbe, "measure", slow_bf16)
+    overrides = [f"cache_dir={tmp_path / 'cache'}", "train.steps=2", "sft.steps=10", "eval.divergences=false"]
+    plain = run(compose_config([*overrides, "train.mixed_precision=no"]), tmp_path / "no")
+    assert json.loads((plain / "run.json").read_text())["mixed_precision"]["chosen"] == "no" and not measured
+    auto = run(compose_config([*overrides, "train.mixed_precision=auto"]), tmp_path / "auto")
+    choice = json.loads((auto / "run.json").read_text())["mixed_precision"]
+    assert (choice["setting"], choice["chosen"], choice["fp32_s"], choice["bf16_s"]) == ("auto", "no", 1.0, 2.0)
+    assert len(measured) == 1 and "measured now" in choice["reason"]
+    assert_same_run(plain, auto)
+    again = run(compose_config([*overrides, "train.mixed_precision=auto"]), tmp_path / "again")
+    assert "reused from" in json.loads((again / "run.json").read_text())["mixed_precision"]["reason"]
+    assert len(measured) == 1
