@@ -5,8 +5,7 @@ misspelt key, a wrong type or an unknown enum value fails at start-up with Hydra
 range checks a type cannot express (β > 0, 0 < α ≤ 1, ...) and names the key that is wrong.
 
 Why this module is long: it is every config group's schema, kept in one file so that one read shows every key a
-run accepts (each dataclass is short), plus the resolvers the YAML calls (`cell`, `threads_per_run`), which must be
-registered with the schema. The launcher-threads rule (about 40 lines) is the first candidate to move out.
+run accepts (each dataclass is short), plus the registration of the resolvers the YAML calls (`cell`, `threads_per_run`).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from shiftlab.cell import derive_cell
+from shiftlab.launch import threads_per_run
 
 
 class TaskKind(Enum):  # task.kind: where the task's texts and prompts come from
@@ -295,48 +295,6 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("cell", derive_cell)
     if not OmegaConf.has_resolver("threads_per_run"):
         OmegaConf.register_new_resolver("threads_per_run", threads_per_run)
-
-
-def threads_per_run(alone: int) -> int:
-    """`threads: ${threads_per_run:2}` (conf/train.yaml): torch threads for one run of the launcher in use, read
-    from Hydra's config of this job; `alone` outside a Hydra app (the compose API) and under Hydra's basic launcher."""
-    from hydra.core.hydra_config import HydraConfig
-
-    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else None
-    return launcher_threads(launcher, int(alone), _cores())
-
-
-def launcher_threads(launcher: Any, alone: int, cores: int) -> int:
-    """Threads per run so that runs at once × threads = cores:
-    - joblib (`hydra.launcher.n_jobs` runs at once on this machine; −1 all cores, −2 all but one, as joblib reads
-      it): cores // runs, at least 1 (more runs than cores is allowed, one thread each);
-    - submitit (`hydra.launcher.cpus_per_task` CPUs reserved per run): that many;
-    - otherwise (one run after another): `alone`."""
-    n_jobs = launcher.get("n_jobs", "absent") if launcher is not None else "absent"
-    cpus = launcher.get("cpus_per_task") if launcher is not None else None
-    if n_jobs != "absent":
-        if n_jobs is None:
-            return max(1, cores)  # joblib runs one job at a time
-        if not isinstance(n_jobs, int) or n_jobs == 0:
-            raise ValueError(f"hydra.launcher.n_jobs must be a non-zero integer (-1: one run per core), got {n_jobs!r}")
-        runs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
-        return max(1, cores // runs)
-    if cpus is not None:
-        if not isinstance(cpus, int) or cpus < 1:
-            raise ValueError(f"hydra.launcher.cpus_per_task must be an integer ≥ 1, got {cpus!r}")
-        return cpus
-    return alone
-
-
-def _cores() -> int:
-    """The cores as joblib counts them (CPU affinity and cgroup quotas) when it is installed, else the affinity."""
-    try:
-        from joblib import cpu_count
-    except ImportError:
-        import os
-
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cpu_count()
 
 
 # "Which variant" is `kind` in every group. The old keys stay in the schema as null placeholders, so `loss.name=ipo` (or

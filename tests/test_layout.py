@@ -13,12 +13,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "shiftlab"
 # config → data → labels → models → stages → training → run dir → report, with the pure pieces below them all.
 # A module may import its own folder and any folder of a lower rank; `report` reads run directories only.
 RANK = {
-    "cell": -1,  # the study's cell from the config's parts: pure, below config (whose `cell` resolver names run dirs)
+    "cell": -1, "launch": -1,  # the study's cell from the config's parts: pure, below config (whose `cell` resolver names run dirs)
     "config": 0, "metrics": 0, "validation": 1, "functional": 1, "world": 1,
     "data": 2, "labels": 3, "models": 4, "stages": 5, "rundir": 5,
     "training": 6, "experiment": 7, "cli": 8, "bench": 8,
 }
-REPORT_MAY_IMPORT = {"report", "metrics", "config", "cell"}
+REPORT_MAY_IMPORT = {"report", "metrics", "config", "cell", "launch"}
 MAX_LINES = 300
 LONG_MODULE_NOTE = "Why this module is long:"
 

@@ -22,7 +22,8 @@ from omegaconf import OmegaConf
 from run_compare import assert_same_run, mark_failed
 from tiny import CONF_DIR
 
-from shiftlab.config import launcher_threads, register_configs, threads_per_run
+from shiftlab.config import register_configs
+from shiftlab.launch import launcher_threads, threads_per_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
