@@ -25,11 +25,18 @@ def parse_args(argv: list[str]) -> BenchOptions:
     p.add_argument("--sizes", help="comma-separated model sizes (default tiny,small)")
     p.add_argument("--skip-trl", action="store_true", help="leave out the TRL comparison")
     p.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end runs (and so the eval share)")
+    p.add_argument("--skip-study", action="store_true", help="leave out the study serial vs parallel (minutes)")
+    p.add_argument("--full-study", action="store_true",
+                   help="time the full 15-run default study (about an hour for both sweeps) instead of a 4-run slice")
     p.add_argument("--e2e-repeats", type=int, help="runs per mode (default 1: each takes minutes)")
     args = p.parse_args(argv)
     opts = BenchOptions.quick() if args.quick else BenchOptions()
     opts.out, opts.repo, opts.threads = args.out, REPO, args.threads
     opts.skip_trl, opts.skip_e2e = args.skip_trl, args.skip_e2e
+    if args.skip_study:
+        opts.study = ""
+    elif args.full_study:
+        opts.study = "full"
     opts.command = "python scripts/bench.py" + (" " + " ".join(argv) if argv else "")
     for key in ("repeats", "steps", "e2e_repeats"):
         if getattr(args, key) is not None:

@@ -1,7 +1,5 @@
 """Train one run: `python scripts/train.py mode=offline` (see conf/train.yaml and README)."""
 
-import sys
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -22,8 +20,8 @@ def main(dict_cfg: DictConfig) -> None:
     with user_errors():
         cfg: ShiftlabConfig = validate(OmegaConf.to_object(dict_cfg))
         hydra_cfg = HydraConfig.get()
-        run_dir = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
-        print(f"[shiftlab] run finished: {run_dir}", file=sys.stderr)
+        # a finished run prints its closing summary (shiftlab/experiment/closing.py): findings, directory, report command
+        run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ class Pairing(Enum):
     all_pairs = "all_pairs"
 
 
+class PairLabels(Enum):  # pairs.labels: how a candidate pair's order (chosen, rejected) follows from its rewards
+    deterministic = "deterministic"  # the higher reward is chosen; exact ties dropped
+    bradley_terry = "bradley_terry"  # order sampled, P(a ≻ b) = σ((r(a) − r(b))/τ): DPO then has a finite optimum
+
+
 class LossKind(Enum):
     dpo = "dpo"
     ipo = "ipo"
@@ -142,6 +147,7 @@ class OracleKind(Enum):
     vader = "vader"  # VADER compound sentiment, rule-based, no model
     hf_classifier = "hf_classifier"  # a sequence-classification model's p(label) (the DPO paper's sentiment reward)
     function = "function"  # a user callable named "package.module:attr"
+    none = "none"  # no oracle: human pairs only (offline); eval reports the held-out pairs, no reward columns
 
 
 class TruncationSide(Enum):
@@ -177,7 +183,16 @@ class SFTConfig:
 class PreferenceSetConfig:
     n_prompts: int = 1600  # training prompts; with best_vs_worst one pair each, minus exact ties
     k: int = 4  # completions sampled per prompt from the behaviour policy
-    pairing: Pairing = Pairing.best_vs_worst
+    pairing: str | None = None  # moved to `pairs.pairing`: kept only so the old key fails naming the new one (RENAMED_KEYS)
+
+
+@dataclass
+class PairsConfig:
+    """The one pairing rule (shiftlab.labels.pairing), shared by the offline set and on-policy rounds."""
+
+    pairing: Pairing = Pairing.best_vs_worst  # which completions of a prompt's k form candidate pairs
+    labels: PairLabels = PairLabels.deterministic
+    temperature: float = 1.0  # bradley_terry: τ > 0, in reward units; DPO's optimum is π_ref·exp(r/(τβ))/Z
 
 
 @dataclass
@@ -189,7 +204,7 @@ class SourceConfig:
     sample_every: int = 4
     prompts_per_round: int = 32
     k: int = 4
-    pairing: Pairing = Pairing.best_vs_worst
+    pairing: str | None = None  # moved to `pairs.pairing`: kept only so the old key fails naming the new one (RENAMED_KEYS)
     max_resample: int = 3  # a round whose pairs all tie is resampled this often, then the step is skipped
 
 
@@ -254,12 +269,36 @@ class EvalConfig:
     divergences: bool = True  # state-distribution metrics (c2st, MMD, JS, depth curves, ESS)
     probe_pairs: int = 64  # training pairs on which "where DPO looks" is measured
     mmd_permutations: int = 200
+    # human pairs held out with the eval prompts (or the eval split's): the implicit reward β·(log π_θ − log π_ref)
+    # scored on up to this many of them (eval/heldout/...); 0: off
+    heldout_pairs: int = 256
+    # π_sft samples per eval prompt for the KL-regularised optimum's frontier (optimum.jsonl, shiftlab/stages/optimum.py),
+    # computed once per π_sft and seed and cached; trusted up to about ½·log N nats; 0: off
+    optimum_samples: int = 64
 
 
 @dataclass
 class CheckpointConfig:
     every: int = 50  # optimizer steps between checkpoints (a checkpoint is also written at the end); 0 = end only
     keep_last: int = 2
+
+
+class TrackerKind(Enum):  # tracker.kind: where the run log is mirrored (shiftlab/rundir/trackers.py); the log stays the truth
+    none = "none"
+    tensorboard = "tensorboard"  # event files in <run dir>/tensorboard/ (pip install 'shiftlab[tensorboard]')
+    wandb = "wandb"  # a W&B run in <run dir>/wandb/ (pip install 'shiftlab[wandb]')
+
+
+class WandbMode(Enum):
+    offline = "offline"  # written into the run directory only; `wandb sync <run dir>/wandb/offline-run-*` uploads it
+    online = "online"  # also streamed to the W&B server (needs a login)
+
+
+@dataclass
+class TrackerConfig:
+    kind: TrackerKind = TrackerKind.none
+    project: str = "shiftlab"  # wandb only
+    mode: WandbMode = WandbMode.offline  # wandb only
 
 
 @dataclass
@@ -275,6 +314,7 @@ class ShiftlabConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     preferences: PreferenceSetConfig = field(default_factory=PreferenceSetConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -282,6 +322,7 @@ class ShiftlabConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)  # tracker=tensorboard | wandb: mirror the run log
     resume: str | None = None  # true: continue the run in hydra.run.dir from its last checkpoint; or a run directory
 
 
@@ -299,7 +340,8 @@ def register_configs() -> None:
 
 # "Which variant" is `kind` in every group. The old keys stay in the schema as null placeholders, so `loss.name=ipo` (or
 # `name: ipo` in a YAML file) composes and then fails in `validate` naming the new key, not with "key not in struct".
-RENAMED_KEYS = {"loss.name": "loss.kind", "optim.name": "optim.kind", "task.corpus": "task.kind"}
+RENAMED_KEYS = {"loss.name": "loss.kind", "optim.name": "optim.kind", "task.corpus": "task.kind",
+                "preferences.pairing": "pairs.pairing", "source.pairing": "pairs.pairing"}
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 MIXED_PRECISION = ("no", "bf16", "auto")

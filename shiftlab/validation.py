@@ -76,6 +76,7 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
         "optim.warmup_steps": cfg.optim.warmup_steps,
         "source.max_resample": cfg.source.max_resample,
         "eval.n_samples_logged": cfg.eval.n_samples_logged,
+        "eval.heldout_pairs": cfg.eval.heldout_pairs,
         "eval.mmd_permutations": cfg.eval.mmd_permutations,
         "checkpoint.every": cfg.checkpoint.every,
         "optim.weight_decay": cfg.optim.weight_decay,
@@ -96,6 +97,10 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
     for key, value in floats.items():  # inf passes every `> 0` check, and one inf turns a run into NaNs
         _check(math.isfinite(value), key, "a finite number", value)
     _check(cfg.loss.beta > 0, "loss.beta", "> 0", cfg.loss.beta)
+    _check(cfg.eval.optimum_samples == 0 or cfg.eval.optimum_samples >= 2, "eval.optimum_samples",
+           "0 (off) or ≥ 2 π_sft samples per eval prompt", cfg.eval.optimum_samples)
+    _check(math.isfinite(cfg.pairs.temperature) and cfg.pairs.temperature > 0, "pairs.temperature",
+           "finite and > 0 (the Bradley–Terry τ, in reward units)", cfg.pairs.temperature)
     _check(
         cfg.eval.n_prompts <= cfg.task.n_eval_prompts,
         "eval.n_prompts",
@@ -147,6 +152,7 @@ def validate(cfg: ShiftlabConfig) -> ShiftlabConfig:
     _validate_lora(cfg.model.lora)
     _validate_task_data(cfg.task)
     _validate_oracle(cfg.oracle)
+    _validate_labels_needed(cfg)
     return cfg
 
 
@@ -155,9 +161,12 @@ def _reject_renamed_keys(cfg: ShiftlabConfig) -> None:
         group, key = old.split(".")
         value = getattr(getattr(cfg, group), key)
         if value is not None:
+            new_group, new_key = new.split(".")
+            # a key moved to another section is written under that section, which may have no conf/ folder
+            where = f"a conf/{group}/ file" if new_group == group else f"a `{new_group}:` section (conf/train.yaml, an experiment file)"
             raise ConfigError(
                 f"config key `{old}` was renamed `{new}`: write {new}={value} on the command line, or "
-                f"`{new.split('.')[1]}: {value}` in a conf/{group}/ file"
+                f"`{new_key}: {value}` in {where}"
             )
 
 
@@ -198,6 +207,17 @@ def _validate_oracle(oracle: OracleConfig) -> None:
     if oracle.kind is OracleKind.function:
         module, _, attr = (oracle.function or "").partition(":")
         _check(bool(module and attr), "oracle.function", '"package.module:attr" when oracle.kind=function', oracle.function)
+
+
+def _validate_labels_needed(cfg: ShiftlabConfig) -> None:
+    """Without an oracle nothing can label a sampled pair: only a given set of (human) pairs can be trained on."""
+    if cfg.oracle.kind is not OracleKind.none:
+        return
+    labelled = "vader, hf_classifier or function (an oracle labels the pairs sampled from π_θ)"
+    _check(cfg.source.kind is SourceKind.offline, "oracle.kind", f"{labelled} with source={cfg.source.kind.value}", "none")
+    given = cfg.task.kind is TaskKind.preferences or bool(cfg.task.preferences_path)
+    _check(given, "oracle.kind", "vader, hf_classifier or function unless the pairs are given (task=hh, task=preferences "
+           "or task.preferences_path): the built offline set labels π_sft's samples with the oracle", "none")
 
 
 def _validate_lora(lora: LoraConfig) -> None:

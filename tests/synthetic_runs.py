@@ -31,10 +31,13 @@ def frontier(kl: np.ndarray) -> np.ndarray:
 def write_run(path: Path, cell: str, seed: int, gap: float = 0.0, *, steps: int = 100, eval_every: int = 25,
               last_step: int | None = None, status: str = "finished", truncate: bool = False,
               drop: tuple[str, ...] = (), config: dict | None = None, seed_sd: float = 0.03,
-              eval_sd: float = 0.02, noise_seed: int = 0) -> Path:
-    """Write one run directory; `last_step` < `steps` imitates a run still going or killed."""
-    rng = np.random.default_rng([noise_seed, seed, sum(map(ord, cell))])
+              eval_sd: float = 0.02, noise_seed: int = 0, beta: float | None = None) -> Path:
+    """Write one run directory; `last_step` < `steps` imitates a run still going or killed. A `beta` other than
+    the default 0.1 scales the final KL by 0.1/β (a larger β holds the policy closer to π_sft)."""
+    entropy = [noise_seed, seed, sum(map(ord, cell))] + ([] if beta is None else [int(round(beta * 1e4))])
+    rng = np.random.default_rng(entropy)
     source, reference, kl_end = CELLS[cell]
+    kl_end *= 1.0 if beta is None else 0.1 / beta
     last = steps if last_step is None else last_step
     path.mkdir(parents=True, exist_ok=True)
     kl_scale = kl_end * (1.0 + 0.05 * rng.standard_normal())
@@ -57,7 +60,7 @@ def write_run(path: Path, cell: str, seed: int, gap: float = 0.0, *, steps: int 
     _write_jsonl(path / "samples.jsonl", [{"step": r["step"], "prompt": "The film was",
                                            "response": " good" * (1 + r["step"] // 25),
                                            "reward": r["eval/reward"]} for r in evals])
-    cfg = _config(cell, seed, steps, eval_every, source, reference) | (config or {})
+    cfg = _config(cell, seed, steps, eval_every, source, reference, 0.1 if beta is None else beta) | (config or {})
     (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     meta = {"cell": cell, "source": source, "reference": reference, "seed": seed, "status": status,
             "steps": steps, "overrides": [f"mode={cell}", f"seed={seed}"]}
@@ -68,15 +71,17 @@ def write_run(path: Path, cell: str, seed: int, gap: float = 0.0, *, steps: int 
 
 
 def write_study(root: Path, gaps: dict[str, float] | None = None, seeds: int = 3,
-                cells: tuple[str, ...] = ("offline", "trdpo", "oaif", "online"), **kw) -> Path:
-    """A Hydra-multirun-like sweep directory with numbered run directories (cells × seeds)."""
+                cells: tuple[str, ...] = ("offline", "trdpo", "oaif", "online"), betas: tuple[float, ...] = (),
+                **kw) -> Path:
+    """A Hydra-multirun-like sweep directory with numbered run directories (cells × seeds, × `betas` if given)."""
     gaps = {"offline": 0.0, "trdpo": 0.05, "oaif": 0.12, "online": 0.2, "rl": 0.25} if gaps is None else gaps
     root.mkdir(parents=True, exist_ok=True)
     i = 0
     for cell in cells:
         for seed in range(seeds):
-            write_run(root / str(i), cell, seed, gaps.get(cell, 0.0), **kw)
-            i += 1
+            for beta in betas or (None,):
+                write_run(root / str(i), cell, seed, gaps.get(cell, 0.0), beta=beta, **kw)
+                i += 1
     return root
 
 
@@ -122,10 +127,10 @@ def _curves(row: dict) -> list[dict]:
             {"step": row["step"], "curve": "off_support_depth", "t": t, "value": off, "stderr": [0.01] * 16}]
 
 
-def _config(cell, seed, steps, eval_every, source, reference) -> dict:
+def _config(cell, seed, steps, eval_every, source, reference, beta) -> dict:
     return {"seed": seed,
             "train": {"steps": steps, "eval_every": eval_every, "batch_size": BATCH},
-            "loss": {"kind": "dpo", "beta": 0.1},
+            "loss": {"kind": "dpo", "beta": beta},
             "source": {"kind": source},
             "reference": {"kind": reference, "refresh_every": REFRESH_EVERY if reference != "fixed" else 0},
             "model": {"name": "tiny-gpt", "n_layer": 2, "n_embd": 64},

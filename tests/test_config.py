@@ -24,7 +24,9 @@ def _options(group: str) -> list[str]:
 def test_every_option_of_every_group_composes(group, option):
     prefix = "+" if group == "experiment" else ""
     # options valid only together (the RL objective consumes rollouts) compose inside their mode
-    partner = {("loss", "rloo"): ["mode=rl"], ("source", "rollouts"): ["mode=rl"]}.get((group, option), [])
+    # and no oracle (oracle=none) needs pairs that are given, not built (a human-pair task)
+    partner = {("loss", "rloo"): ["mode=rl"], ("source", "rollouts"): ["mode=rl"],
+               ("oracle", "none"): ["task=hh"]}.get((group, option), [])
     cfg = compose_config([*partner, f"{prefix}{group}={option}"], tiny=False)
     assert isinstance(cfg, ShiftlabConfig)
 
@@ -69,7 +71,9 @@ def test_hydra_names_the_run_directory_by_the_derived_cell():
 @pytest.mark.parametrize(
     "override,old,new",
     [("loss.name=ipo", "loss.name", "loss.kind"), ("optim.name=rmsprop", "optim.name", "optim.kind"),
-     ("task.corpus=text", "task.corpus", "task.kind")],
+     ("task.corpus=text", "task.corpus", "task.kind"),
+     ("preferences.pairing=all_pairs", "preferences.pairing", "pairs.pairing"),
+     ("source.pairing=all_pairs", "source.pairing", "pairs.pairing")],
 )
 def test_a_renamed_key_on_the_command_line_fails_naming_the_new_key(override, old, new):
     with pytest.raises(ConfigError, match=f"`{old}` was renamed `{new}`"):
@@ -114,7 +118,7 @@ def test_unknown_group_option_fails():
 
 def test_unknown_enum_value_fails():
     with pytest.raises((ConfigCompositionException, ValidationError, ConfigKeyError)) as err:
-        compose_config(["source.pairing=random"], tiny=False)
+        compose_config(["pairs.pairing=random"], tiny=False)
     assert "pairing" in str(err.value) + str(err.value.__cause__)
 
 
@@ -124,11 +128,23 @@ def test_unknown_enum_value_fails():
      ("source.k=1", "source.k"), ("preferences.k=1", "preferences.k"), ("train.max_length=0", "train.max_length"),
      ("train.max_prompt_length=64", "train.max_prompt_length"), ("train.max_new_tokens=60", "train.max_new_tokens"), ("optim.lr=-1", "optim.lr"),
      ("loss.label_smoothing=0.7", "loss.label_smoothing"), ("train.max_length=128", "train.max_length"),
-     ("train.device=gpu0", "train.device"), ("train.mixed_precision=fp8", "train.mixed_precision")],
+     ("train.device=gpu0", "train.device"), ("train.mixed_precision=fp8", "train.mixed_precision"),
+     ("pairs.temperature=0", "pairs.temperature"), ("pairs.temperature=-1", "pairs.temperature")],
 )
 def test_range_errors_name_the_key(override, key):
     with pytest.raises(ConfigError, match=f"`{key}`"):
         compose_config([override], tiny=False)
+
+
+@pytest.mark.parametrize(
+    "overrides,needs",
+    [(["task=hh", "mode=oaif"], "with source=onpolicy"), (["task=hh", "mode=online"], "with source=onpolicy"),
+     (["task=hh", "mode=rl"], "with source=rollouts"), ([], "unless the pairs are given")],  # the built set is labelled
+)
+def test_no_oracle_where_labels_are_needed_fails_naming_oracle_kind(overrides, needs):
+    with pytest.raises(ConfigError, match=f"`oracle.kind` must be vader, hf_classifier or function .*{needs}"):
+        compose_config([*overrides, "oracle=none"], tiny=False)
+    assert compose_config(["task=hh", "mode=trdpo", "oracle.kind=none"], tiny=False).oracle.kind.value == "none"
 
 
 @pytest.mark.parametrize(

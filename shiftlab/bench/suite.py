@@ -38,13 +38,15 @@ class BenchOptions:
     e2e_overrides: list[str] = field(default_factory=list)
     skip_trl: bool = False
     skip_e2e: bool = False
+    study: str = "slice"  # a key of bench.study.STUDY_SWEEPS, or "" to skip the study section
+    study_jobs: int = -1  # runs at once under the parallel launcher (-1: one per core)
     command: str = "python scripts/bench.py"
 
     @classmethod
     def quick(cls, **changes) -> BenchOptions:
         base = cls(sizes=["tiny"], batch_size=4, n_pairs=32, steps=1, repeats=1, warmup=0, sample_prompts=8,
                    max_new_tokens=4, scaling_lengths=[8, 16], scaling_batches=[2, 4], e2e_modes=["offline"],
-                   e2e_overrides=QUICK_E2E_OVERRIDES)
+                   e2e_overrides=QUICK_E2E_OVERRIDES, study="quick")
         for key, value in changes.items():
             setattr(base, key, value)
         return base
@@ -55,6 +57,7 @@ def run_bench(opts: BenchOptions, log=print) -> tuple[Path, Path]:
     from shiftlab.bench.precision import run_precision
     from shiftlab.bench.sampling import run_sampling
     from shiftlab.bench.scaling import run_scaling
+    from shiftlab.bench.study import run_study_bench
     from shiftlab.bench.trl_compare import run_trl_comparison
     from shiftlab.bench.utilization import run_utilization
     from shiftlab.experiment.setup import quiet_libraries
@@ -89,6 +92,9 @@ def run_bench(opts: BenchOptions, log=print) -> tuple[Path, Path]:
         share, e2e = stage("end-to-end runs", lambda: run_end_to_end(
             opts.repo, opts.e2e_modes, opts.e2e_repeats, opts.e2e_overrides))
         sections += [share, e2e]
+    if opts.study:
+        sections.append(stage("the study serial and in parallel", lambda: run_study_bench(
+            opts.repo, n_jobs=opts.study_jobs, sweep=opts.study)))
     sections.append(stage("scaling", lambda: run_scaling(
         workload.tokenizer, opts.sizes[0], opts.scaling_lengths, opts.scaling_batches, opts.batch_size,
         opts.scaling_lengths[-1], opts.repeats)))
@@ -101,7 +107,8 @@ def run_bench(opts: BenchOptions, log=print) -> tuple[Path, Path]:
         "",
         summary_table(sections),
     ]
-    if opts.skip_trl or opts.skip_e2e:
-        skipped = [name for name, flag in (("TRL comparison", opts.skip_trl), ("end-to-end runs", opts.skip_e2e)) if flag]
+    if opts.skip_trl or opts.skip_e2e or not opts.study:
+        skipped = [name for name, flag in (("TRL comparison", opts.skip_trl), ("end-to-end runs", opts.skip_e2e),
+                                           ("the study section", not opts.study)) if flag]
         header += ["", f"Skipped in this run: {', '.join(skipped)}."]
     return write_report(opts.out, machine, sections, header)

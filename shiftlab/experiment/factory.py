@@ -18,15 +18,18 @@ import torch
 from shiftlab.config import LossKind, ReferenceKind, ShiftlabConfig, SourceKind
 from shiftlab.data.batches import PreferenceCollator, encode_prompts
 from shiftlab.experiment.setup import seed_everything
+from shiftlab.labels.gold import build_gold
 from shiftlab.labels.pairing import Labeller
 from shiftlab.models.build import count_parameters
 from shiftlab.models.packing import can_pack
 from shiftlab.models.sampler import SamplerSettings
 from shiftlab.rundir.runlog import RunLog
+from shiftlab.stages.optimum import build_optimum
 from shiftlab.stages.preference_set import build_preference_set
 from shiftlab.stages.sft import build_sft
 from shiftlab.stages.task import Task, build_task
 from shiftlab.training.evaluation import Evaluator
+from shiftlab.training.heldout import HeldoutPairs
 from shiftlab.training.loop import LoopParts
 from shiftlab.training.objectives import build_objective
 from shiftlab.training.precompute import precompute_reference_logps
@@ -93,7 +96,7 @@ def build_onpolicy_source(x: SourceInputs, kind=OnPolicyPairs, **extra) -> PairS
     cfg = x.cfg
     prompts = Prompts(encode_prompts(x.tokenizer, x.task.train_prompts, cfg.train.max_prompt_length), x.task.train_prompts)
     return kind(prompts, cfg.source, x.sampler, x.labeller, seed=cfg.seed, probe_size=cfg.eval.probe_pairs,
-                template=x.policy, processes=x.processes, **extra)
+                template=x.policy, processes=x.processes, rule=cfg.pairs, **extra)
 
 
 def build_rollout_source(x: SourceInputs) -> PairSource:
@@ -146,6 +149,9 @@ def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Proces
     if reused:
         print(f"[shiftlab] reusing cached π_sft ({count_parameters(sft):,} parameters) from {cache_dir}", file=sys.stderr)
     sft.requires_grad_(False)
+    gold = build_gold(task.grammar) if processes.is_main else None  # rank 0 evaluates for everyone
+    if processes.is_main:
+        write_optimum(cfg, task, sft, tokenizer, cache_dir, progress, log, gold)
     seed_everything(cfg.seed, cfg.threads)  # training draws do not depend on whether π_sft came from the cache
     policy, schedule = build_policy_and_reference(sft, cfg.model.lora, cfg.reference, cfg.seed)  # no global draw
     sampler = SamplerSettings.from_tokenizer(tokenizer, cfg.train.max_new_tokens)
@@ -160,8 +166,31 @@ def build_training(cfg: ShiftlabConfig, log: RunLog, progress, processes: Proces
         return Training(policy, schedule, source, _no_evaluation, objective, tokenizer)
     eval_prompts = Prompts(encode_prompts(tokenizer, task.eval_prompts, cfg.train.max_prompt_length), task.eval_prompts)
     evaluator = Evaluator(cfg.eval, eval_prompts, sampler, labeller, sft=sft, source=source, grammar=task.grammar,
+                          gold=gold, heldout=build_heldout(cfg, task, tokenizer, speed, log),
                           seed=cfg.seed + 10_000, log=log)
     return Training(policy, schedule, source, evaluator, objective, tokenizer)
+
+
+def write_optimum(cfg: ShiftlabConfig, task: Task, sft, tokenizer, cache_dir: Path, progress, log: RunLog, gold) -> None:
+    """optimum.jsonl: the KL-regularised optimum's frontier on the eval prompts (stages.optimum), once π_sft exists;
+    skipped with eval.optimum_samples=0 or no oracle. Its draws use a generator of their own: no metric moves."""
+    optimum = build_optimum(cfg, task, sft, tokenizer, cache_dir, progress, gold)
+    if optimum is not None:
+        log.table("optimum", optimum.rows)
+        log.event(0, "optimum", **optimum.info)
+
+
+def build_heldout(cfg: ShiftlabConfig, task: Task, tokenizer, speed: SpeedPath, log: RunLog) -> HeldoutPairs | None:
+    """The held-out human pairs' evaluation, where the task has such pairs and eval.heldout_pairs > 0. The pairs
+    scored are drawn with task.seed, so every run of a study (any seed, any cell) scores the same ones."""
+    if not task.eval_pairs or cfg.eval.heldout_pairs == 0:
+        return None
+    collator = PreferenceCollator(tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
+    heldout = HeldoutPairs(task.eval_pairs, collator, cfg.loss, n_pairs=cfg.eval.heldout_pairs,
+                           batch_size=cfg.source.batch_size, seed=cfg.task.seed, packing=speed.packing)
+    log.event(0, "heldout_pairs", pairs=heldout.n_pairs, available=len(task.eval_pairs),
+              truncated=sum(b.n_truncated for b in heldout.batches))
+    return heldout
 
 
 def _no_evaluation(policy, ref, step: int) -> dict[str, float]:

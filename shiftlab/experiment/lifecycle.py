@@ -14,12 +14,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from shiftlab.cell import cell_of
-from shiftlab.config import ShiftlabConfig, SourceKind, flatten_config
+from shiftlab.config import ShiftlabConfig, SourceKind, TrackerKind, flatten_config
+from shiftlab.experiment.closing import run_summary
 from shiftlab.experiment.factory import Training, build_training
 from shiftlab.experiment.setup import progress_factory, quiet_libraries, seed_everything
 from shiftlab.models.build import save_model
 from shiftlab.rundir.checkpoint import Checkpointer, GlobalRng, print_warning, read_latest
 from shiftlab.rundir.runlog import NullRunLog, RunDirError, RunLog, hold_run_dir
+from shiftlab.rundir.trackers import build_tracker, new_run_id
 from shiftlab.training.loop import LoopConfig, Optimization, train
 from shiftlab.training.precision import PrecisionChoice, StepProbe, choose_precision
 from shiftlab.training.ranks import SINGLE, Processes, connect
@@ -38,7 +40,7 @@ def run_meta(cfg: ShiftlabConfig, overrides: list[str]) -> dict[str, Any]:
 
 
 # May differ between a run and its resumption: none of them changes a number the run computes.
-RESUME_FREE_KEYS = ("resume", "progress", "cache_dir")
+RESUME_FREE_KEYS = ("resume", "progress", "cache_dir", "tracker")
 
 
 def config_identity(cfg: ShiftlabConfig) -> dict[str, Any]:
@@ -120,12 +122,19 @@ def choose_run_precision(cfg: ShiftlabConfig, t: Training, processes: Processes,
 
 
 def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: dict[str, Any] | None, processes: Processes = SINGLE) -> Path:
+    tracker = None
+    if processes.is_main and cfg.tracker.kind is not TrackerKind.none:
+        meta = {"tracker_run_id": new_run_id()} | meta  # a resumed run keeps its id: W&B continues the same run
+        tracker = build_tracker(cfg.tracker, run_dir, run_id=meta["tracker_run_id"], name="/".join(run_dir.parts[-2:]),
+                                resumed_at=checkpoint["step"] if checkpoint else None)
     seed_everything(cfg.seed, cfg.threads)
     if processes.is_main:
         # Without a checkpoint the files start empty; with one, they are cut back to it once it is loaded.
-        log = RunLog(run_dir, meta | {"processes": processes.world_size}, truncate=checkpoint is None)
+        log = RunLog(run_dir, meta | {"processes": processes.world_size}, truncate=checkpoint is None, tracker=tracker)
         if checkpoint is None:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        if tracker is not None:
+            tracker.log_config(OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
     else:
         log = NullRunLog()
     progress = progress_factory(cfg.progress and processes.is_main)
@@ -151,4 +160,6 @@ def _run(cfg: ShiftlabConfig, run_dir: Path, meta: dict[str, Any], checkpoint: d
         log.finish("failed", steps_done)
         raise
     log.finish("finished", steps_done)
+    if processes.is_main:
+        print(run_summary(run_dir), flush=True)  # stdout, for the person who started the run; the log has it all
     return run_dir

@@ -160,7 +160,10 @@ def import_callable(target: str) -> Callable:
     return obj
 
 
-def build_oracle(cfg: OracleConfig) -> Callable[[Sequence[str]], np.ndarray]:
+def build_oracle(cfg: OracleConfig) -> Callable[[Sequence[str]], np.ndarray] | None:
+    """The oracle `oracle.kind` names; None for `oracle.kind=none` (human pairs, nothing to score samples with)."""
+    if cfg.kind is OracleKind.none:
+        return None
     builders = {
         OracleKind.vader: lambda: VaderOracle(),
         OracleKind.hf_classifier: lambda: ClassifierOracle(cfg),

@@ -16,11 +16,11 @@ _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 class ReportConfig:
     name: str = ""  # report folder under `out`; default: name of the directory the inputs share
     out: str = "reports"
-    kl_grid: int = 20  # points of the common KL grid (gap curve, frontier means)
-    n_boot: int = 2000  # bootstrap resamples (and Monte-Carlo permutations when not exact)
+    kl_grid: int = 20  # KLs per cell frontier (frontier.csv, the frontier figure); the gap's grid is fixed
+    n_boot: int = 2000  # unused since the gap's intervals are Welch t (report/gap.py); old command lines parse
     allow_mixed: bool = False  # report runs whose task/model configs differ instead of refusing
     smooth: int = 10  # rolling-mean window (steps) for training-row curves
-    seed: int = 0  # random seed of the bootstrap and permutation tests
+    seed: int = 0  # unused, as n_boot: the report draws no random numbers
 
     def validate(self) -> None:
         for key, low in (("kl_grid", 2), ("n_boot", 100), ("smooth", 1)):

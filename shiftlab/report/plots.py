@@ -19,6 +19,7 @@ BAND = "mean ± 95% t interval over seeds, clipped to the runs' range"
 ARROW = {"higher": " (↑ better)", "lower": " (↓ better)", "neutral": ""}
 STATE_METRICS = ("eval/ess", "eval/kl_shift_ratio", "eval/kl_ref_on_data", "eval/kl_ref_on_policy",
                  "eval/state_kl", "eval/c2st_acc", "eval/mmd2", "eval/js_ngram")
+DEPTH_UNIT = {"state_kl_depth": "response tokens", "off_support_depth": "response words"}  # what t counts
 DEPTH_YLABEL = {"state_kl_depth": "KL(d_θ,t ‖ d_μ,t)  [nats]", "off_support_depth": "fraction off support"}
 DPO_METRICS = ("rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
 
@@ -46,9 +47,10 @@ def plot_kl_curves(evals: pd.DataFrame, events: pd.DataFrame, train: pd.DataFram
     return fig
 
 
-def plot_frontier(evals: pd.DataFrame, curves: pd.DataFrame, cells: list[str]) -> Figure:
+def plot_frontier(evals: pd.DataFrame, curves: pd.DataFrame, cells: list[str], optimum: pd.DataFrame | None = None) -> Figure:
     """Reward against KL(π_θ‖π_sft): one dot per evaluation, thin lines per run, thick cell means on the
-    common KL grid (the values the gap is computed from)."""
+    common KL grid (the values the gap is computed from); with `optimum` (report.optimum.load_optimum), the
+    KL-regularised optimum as a dashed black line up to the KL where its estimate is reliable."""
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.subplots()
     pal = cell_palette(cells)
@@ -64,6 +66,10 @@ def plot_frontier(evals: pd.DataFrame, curves: pd.DataFrame, cells: list[str]) -
         mean = curves.groupby(["cell", "kl"], as_index=False)["value"].mean()
         for cell, d in mean.groupby("cell"):
             ax.plot(d["kl"], d["value"], color=pal[cell], lw=2.5)
+    if optimum is not None and not optimum.empty and optimum["reliable"].any():
+        best = optimum[optimum["reliable"].astype(bool) & (optimum["sft"] == optimum["sft"].iloc[0])].sort_values("kl")
+        ax.plot(best["kl"], best["reward"], color="black", ls="--", lw=1.8,
+                label=f"optimum π*_β (reliable to {best['kl'].max():.2g} nats)")
     # KL spans three orders of magnitude across cells; linear near 0, logarithmic beyond 1 nat
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("KL(π_θ‖π_sft)  [eval/kl_sft, nats; symlog scale]")
@@ -74,20 +80,22 @@ def plot_frontier(evals: pd.DataFrame, curves: pd.DataFrame, cells: list[str]) -
 
 
 def plot_gap_curve(gap: pd.DataFrame) -> Figure:
-    """Contrasts of eval reward at each KL of the common grid, with pointwise 95% bootstrap bands."""
+    """Contrasts of eval reward at the points of the fixed KL grid, with pointwise 95% Welch bands."""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
     if gap.empty:
         return _empty(fig, ax, "no common KL range: gap curve not available")
-    colours = sns.color_palette("dark", 4)
+    colours = sns.color_palette("dark", 5)  # one per contrast
     for k, (name, d) in enumerate(gap.groupby("contrast", sort=False)):
-        ax.plot(d["kl"], d["estimate"], color=colours[k], lw=2, label=name)
-        ax.fill_between(d["kl"], d["ci_low"].astype(float), d["ci_high"].astype(float), color=colours[k], alpha=0.15)
+        ax.plot(d["kl"], d["estimate"], color=colours[k % len(colours)], lw=2, marker="o", label=name)
+        ax.fill_between(d["kl"], d["ci_low"].astype(float), d["ci_high"].astype(float), color=colours[k % len(colours)],
+                        alpha=0.15)
     ax.axhline(0, color="0.3", lw=0.8, ls="--")
-    ax.set_xlabel("KL(π_θ‖π_sft)  [nats]")
+    ax.set_xscale("log", base=2)  # the grid doubles: 0.5, 1, 2, … nats
+    ax.set_xlabel("KL(π_θ‖π_sft)  [nats, log scale]")
     ax.set_ylabel("difference in eval/reward")
     ax.legend(fontsize=8)
-    ax.set_title("Reward difference at matched KL (pointwise 95% bootstrap band over seeds)")
+    ax.set_title("Reward difference at matched KL (pointwise 95% Welch band over seeds)")
     return fig
 
 
@@ -103,7 +111,7 @@ def plot_depth_curves(curves: pd.DataFrame, cells: list[str]) -> Figure:
             _empty(fig, ax, f"{kind}: not logged")
             continue
         _line(ax, d, "t", "value", cells, legend=(k == 0), marker=None)
-        ax.set_xlabel("depth t (response tokens)")
+        ax.set_xlabel(f"depth t ({DEPTH_UNIT.get(kind, 'positions')})")
         ax.set_ylabel(DEPTH_YLABEL.get(kind, "value"))
         ax.set_title(kind)
     fig.suptitle(f"State divergence by depth at each run's last evaluation ({BAND})")

@@ -1,33 +1,40 @@
-"""The off-policy gap: eval reward differences between cells at matched KL, step and oracle budget.
+"""The off-policy gap: differences of cell frontiers at matched KL(π_θ‖π_sft), and rewards at a matched step.
 
-Each comparison is a linear contrast of cell means, Σ_c w_c · mean_c, estimated over seeds (one value per
-run). The 2x2 design splits the total gap (online − offline) into an on-policy-sampling part
-(oaif − offline), a reference-refresh part (trdpo − offline) and their interaction
-(online − oaif − trdpo + offline); the three add up to the total.
+Each comparison is a linear contrast of cell means, Σ_c w_c · mean_c, over seed-level values (report/frontier.py:
+one unit per (cell, seed), pooling the seed's runs over β). The 2x2 design splits the total gap (online −
+offline) into an on-policy-sampling part (oaif − offline), a reference-refresh part (trdpo − offline) and their
+interaction (online − oaif − trdpo + offline); the three add up to the total.
 
-Matching on KL(π_θ‖π_sft): each run's evals are sorted by KL (equal KLs averaged) and its reward is linearly
-interpolated (np.interp) onto a common grid spanning the KL range every compared run covers. KL need not
-grow with the step: the evals are treated as points of the run's reward-vs-KL frontier, and the range is the
-overlap [max of the runs' smallest KL, min of their largest KL]. The headline value is at the top of that
-overlap, the largest KL every run reached. Matching on step or oracle_calls takes each run's last eval at or
-before the last point all compared runs reached.
+Axes (the `axis` column, as written to gap.csv):
+- `kl_sft`: the gap curve, read on KL_GRID — fixed before any study was run — at the grid points inside the
+  common KL range of the contrast's own cells (every seed of every cell covers them). Pointwise intervals,
+  unadjusted: descriptive.
+- `kl_sft_mean`: the summary number, the mean gap over the common range (area between the frontiers ÷ range).
+  The four 2x2 contrasts use the range common to all 2x2 cells present, so that they add up; rl − offline uses
+  the rl and offline seeds' range. These are the family Holm adjusts (report/gap.py), and the only rows with a
+  verdict and a power estimate.
+- `step`: each run's last evaluation at or before the last step all compared runs reached, averaged over the
+  seed's runs.
+- `oracle_calls`: the same within the labelling budget all compared runs reached — included only where it
+  differs from `step`; when every run is read at the same evaluation on both axes (the offline set spends its
+  whole budget at step 0, so a common budget is reached only at the last step), `describe_label_budget` says so.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from shiftlab.cell import MAIN_CELLS  # the 2x2 cells; named in shiftlab/cell.py only
+from shiftlab.report import gap as G
+from shiftlab.report.frontier import KL_SFT, REWARD, Units, build_units, common_range, mean_over_range, read_curves
 
-REWARD = "eval/reward"
-KL_SFT = "eval/kl_sft"
-MATCH_AXES = (KL_SFT, "step", "oracle_calls")
+KL_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # nats; fixed before seeing the data (issue 16)
+AXES = ("kl_sft", "kl_sft_mean", "step", "oracle_calls")
+CSV_COLUMNS = ["contrast", "axis", "at", "estimate", "ci_low", "ci_high", "p", "p_adjusted", "seeds", "kl_low",
+               "kl_high"]
 
 
 @dataclass(frozen=True)
@@ -51,47 +58,120 @@ CONTRASTS = (
 )
 
 
-def interpolate_on_kl(evals: pd.DataFrame, grid: np.ndarray, metric: str = REWARD,
-                      kl: str = KL_SFT) -> pd.DataFrame:
-    """Each run's `metric` interpolated onto `grid` of KL values (NaN outside the run's KL range)."""
-    out = []
-    for (run, cell), ev in _usable(evals, [kl, metric]).groupby(["run", "cell"], sort=False):
-        pts = ev.groupby(kl)[metric].mean().sort_index()
-        y = np.interp(grid, pts.index.to_numpy(float), pts.to_numpy(float), left=np.nan, right=np.nan)
-        out.append(pd.DataFrame({"run": run, "cell": cell, "kl": grid, "value": y}))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["run", "cell", "kl", "value"])
+def compute_gap_table(evals: pd.DataFrame, cells: list[str], higher_is_better: bool = True) -> pd.DataFrame:
+    """One row per (contrast, axis, at): estimate, Welch 95% CI, p, and for the mean-gap rows the Holm-adjusted
+    p, the adjusted interval, the verdict and the seeds per cell that would resolve it; or why not available."""
+    units = build_units(evals)
+    rows, labels_differ = [], describe_label_budget(evals, cells) == ""
+    for con in CONTRASTS:
+        missing = [c for c in con.weights if c not in cells]
+        if con.key == "rl" and missing:
+            continue
+        base = _base_row(con)
+        if missing:
+            rows += [base | {"axis": a, "note": f"not available: no {', '.join(missing)} runs"} for a in AXES[:3]]
+            continue
+        rows += _kl_rows(units, con, base, cells)
+        rows += _budget_rows(evals, units, con, base, cells, "step")
+        if labels_differ:
+            rows += _budget_rows(evals, units, con, base, cells, "oracle_calls")
+    table = pd.DataFrame(rows, columns=list(_base_row(CONTRASTS[0])) + ["axis"]) if rows else pd.DataFrame()
+    return _adjust(table, higher_is_better) if len(table) else table
 
 
-def kl_overlap(evals: pd.DataFrame, cells: list[str], kl: str = KL_SFT) -> tuple[float, float] | str:
-    """(lo, hi) of the KL range every run of `cells` covers, or the reason there is none."""
-    ev = _usable(evals[evals["cell"].isin(cells)], [kl, REWARD])
-    if ev.empty:
-        return f"no run of {', '.join(cells)} has both {kl} and {REWARD}"
-    span = ev.groupby("run")[kl].agg(["min", "max"])
-    lo, hi = float(span["min"].max()), float(span["max"].min())
-    if not hi > lo:
-        return f"the {kl} ranges of the runs do not overlap (largest start {lo:.3g}, smallest end {hi:.3g})"
-    return lo, hi
+def describe_label_budget(evals: pd.DataFrame, cells: list[str]) -> str:
+    """One line when matching on oracle_calls reads every run at the same evaluation as matching on step (so a
+    table would repeat the step table); "" when the two differ or either is unavailable."""
+    main = [c for c in MAIN_CELLS if c in cells]
+    by_step, by_labels = _matched_rows(evals, main, "step"), _matched_rows(evals, main, "oracle_calls")
+    if isinstance(by_step, str) or isinstance(by_labels, str):
+        return ""
+    if not by_step[0]["step"].equals(by_labels[0]["step"].reindex(by_step[0].index)):
+        return ""
+    offline = evals[evals["cell"].isin(["offline", "trdpo"])].groupby("run")["oracle_calls"].nunique()
+    why = ("; by construction: the offline set is labelled once, before step 0, so the on-policy runs reach the "
+           "budget every run shares only at their last step" if len(offline) and (offline == 1).all() else "")
+    return (f"Matched on a labelling budget ({by_labels[1]:.0f} oracle calls), every run is read at the same "
+            f"evaluation as matched on step, so that table would repeat the step table{why}.")
 
 
-def kl_limiting_run(evals: pd.DataFrame, cells: list[str], kl: str = KL_SFT) -> str:
-    """The run whose largest KL is the smallest: it sets the top of the common KL range."""
-    ev = _usable(evals[evals["cell"].isin(cells)], [kl, REWARD])
-    return "" if ev.empty else str(ev.groupby("run")[kl].max().idxmin())
+def compute_gap_curve(table: pd.DataFrame) -> pd.DataFrame:
+    """The kl_sft rows of the gap table for plotting: contrast (label and formula), kl, estimate, ci_low, ci_high."""
+    cols = ["contrast", "kl", "estimate", "ci_low", "ci_high"]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    d = table[(table["axis"] == "kl_sft") & np.isfinite(table["estimate"].astype(float))]
+    return pd.DataFrame({"contrast": d["comparison"] + " (" + d["formula"] + ")", "kl": d["at"],
+                         "estimate": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}, columns=cols)
 
 
-def match_values(evals: pd.DataFrame, cells: list[str], axis: str) -> tuple[pd.Series, float] | str:
-    """Per-run eval reward at the matched point of `axis`, and that point; or the reason it is unavailable."""
+def write_gap_csv(table: pd.DataFrame, path) -> None:
+    """gap.csv: one row per (contrast, axis, at) with an estimate (see CSV_COLUMNS and the module docstring)."""
+    rows = table[np.isfinite(table["estimate"].astype(float))] if len(table) else table
+    rows.reindex(columns=CSV_COLUMNS).to_csv(path, index=False)
+
+
+def _base_row(con: Contrast) -> dict:
+    return {"contrast": con.key, "comparison": con.label, "formula": con.formula, "at": np.nan, "kl_low": np.nan,
+            "kl_high": np.nan, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan,
+            "p_adjusted": np.nan, "adj_low": np.nan, "adj_high": np.nan, "adj_level": np.nan, "se": np.nan,
+            "df": np.nan, "sd": np.nan, "seeds_needed": np.nan, "seeds": 0, "seeds_by_cell": "", "verdict": "",
+            "note": ""}
+
+
+def _kl_rows(units: Units, con: Contrast, base: dict, cells: list[str]) -> list[dict]:
+    own = common_range(units, list(con.weights))
+    if isinstance(own, str):
+        return [base | {"axis": a, "note": f"not available: {own}"} for a in ("kl_sft", "kl_sft_mean")]
+    main = [c for c in MAIN_CELLS if c in cells]
+    joint = common_range(units, main) if con.key != "rl" else own
+    lo, hi = joint if not isinstance(joint, str) else own
+    groups = [units.of([c]) for c in con.weights]
+    seeds = {"seeds": min(int(g.sum()) for g in groups),
+             "seeds_by_cell": ", ".join(f"{c} {int(g.sum())}" for c, g in zip(con.weights, groups))}
+    w = list(con.weights.values())
+    rows = []
+    grid = np.array([k for k in KL_GRID if own[0] <= k <= own[1]])
+    if len(grid):
+        res = G.welch_contrast([read_curves(units.kl[g], units.value[g], grid) for g in groups], w)
+        for i, k in enumerate(grid):
+            rows.append(base | seeds | {"axis": "kl_sft", "at": k, "kl_low": own[0], "kl_high": own[1]}
+                        | {key: float(np.asarray(v)[i]) for key, v in res.items()})
+    else:
+        rows.append(base | seeds | {"axis": "kl_sft", "kl_low": own[0], "kl_high": own[1],
+                                    "note": f"not available: no point of the KL grid in {own[0]:.3g}–{own[1]:.3g}"})
+    values = [mean_over_range(units.kl[g], units.value[g], lo, hi) for g in groups]
+    sd = G.pooled_sd(values)
+    rows.append(base | seeds | {"axis": "kl_sft_mean", "kl_low": lo, "kl_high": hi, "sd": sd}
+                | {key: float(v) for key, v in G.welch_contrast(values, w).items()})
+    rows[-1]["seeds_needed"] = G.seeds_needed(rows[-1]["estimate"], sd, w)
+    return rows
+
+
+def _budget_rows(evals: pd.DataFrame, units: Units, con: Contrast, base: dict, cells: list[str],
+                 axis: str) -> list[dict]:
+    group = list(con.weights) if con.key == "rl" else [c for c in MAIN_CELLS if c in cells]
+    matched = _matched_rows(evals, group, axis)
+    if isinstance(matched, str):
+        return [base | {"axis": axis, "note": f"not available: {matched}"}]
+    rows, at = matched
+    per_unit = rows.assign(unit=rows["seed"].where(rows["seed"].notna(), rows.index.to_series()).astype(str))
+    per_unit = per_unit.groupby(["cell", "unit"])[REWARD].mean()
+    values = [per_unit.loc[c].to_numpy() if c in per_unit.index.get_level_values(0) else np.array([])
+              for c in con.weights]
+    row = base | {"axis": axis, "at": at, "seeds": min(len(v) for v in values),
+                  "seeds_by_cell": ", ".join(f"{c} {len(v)}" for c, v in zip(con.weights, values))}
+    if any(len(v) == 0 for v in values):
+        return [row | {"note": "not available: a cell has no run with a value at this point"}]
+    return [row | {k: float(v) for k, v in G.welch_contrast(values, list(con.weights.values())).items()}]
+
+
+def _matched_rows(evals: pd.DataFrame, cells: list[str], axis: str) -> tuple[pd.DataFrame, float] | str:
+    """Each run's last evaluation at or before the last `axis` value every run of `cells` reached (one row per
+    run, indexed by run), and that value; or the reason there is none."""
     if axis not in evals.columns or REWARD not in evals.columns:
         return f"{axis if axis not in evals.columns else REWARD} is not logged"
-    ev = _usable(evals[evals["cell"].isin(cells)], [axis, REWARD])
-    if axis == KL_SFT:
-        overlap = kl_overlap(ev, cells)
-        if isinstance(overlap, str):
-            return overlap
-        at = overlap[1]
-        table = interpolate_on_kl(ev, np.array([at]))
-        return table.set_index("run")["value"], at
+    ev = evals[evals["cell"].isin(cells)].dropna(subset=[axis, REWARD])
     if ev.empty:
         return f"no run has both {axis} and {REWARD}"
     ends, starts = ev.groupby("run")[axis].max(), ev.groupby("run")[axis].min()
@@ -101,132 +181,23 @@ def match_values(evals: pd.DataFrame, cells: list[str], axis: str) -> tuple[pd.S
         return (f"no common {axis} range: run {ends.idxmin()} ends at {at:g}, before {len(late)} run(s) start "
                 f"(e.g. {late.index[0]} at {late.iloc[0]:g})")
     ev = ev[ev[axis] <= at].sort_values([axis, "step"], kind="stable")
-    values = ev.groupby("run", sort=False)[REWARD].last()
-    return values, at
+    return ev.groupby("run", sort=True)[["cell", "seed", "step", REWARD]].last(), at
 
 
-def compute_contrast(samples: dict[str, np.ndarray], weights: dict[str, float], n_boot: int = 2000,
-                     seed: int = 0) -> dict[str, float]:
-    """Estimate Σ w_c·mean_c with a percentile bootstrap CI (each cell's seeds resampled independently),
-    a Welch t-test of the contrast (Welch–Satterthwaite df) and, for two cells, an exact/Monte-Carlo
-    permutation test. Arrays are one value per run."""
-    cells = list(weights)
-    xs = [np.asarray(samples[c], dtype=float) for c in cells]
-    w = np.array([weights[c] for c in cells])
-    out = {"estimate": float(sum(wi * x.mean() for wi, x in zip(w, xs))), "ci_low": np.nan,
-           "ci_high": np.nan, "welch_low": np.nan, "welch_high": np.nan, "p_welch": np.nan, "p_perm": np.nan}
-    if min(len(x) for x in xs) < 2:
-        return out  # one seed in some cell: no spread to resample
-
-    def statistic(*data, axis=-1):
-        return sum(wi * d.mean(axis=axis) for wi, d in zip(w, data))
-
-    rng = np.random.default_rng(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        boot = stats.bootstrap(xs, statistic, n_resamples=n_boot, method="percentile", vectorized=True,
-                               axis=-1, rng=rng)
-        out["ci_low"], out["ci_high"] = map(float, boot.confidence_interval)
-        if len(xs) == 2:
-            perm = stats.permutation_test(xs, statistic, permutation_type="independent", vectorized=True,
-                                          n_resamples=n_boot, axis=-1, rng=rng)
-            out["p_perm"] = float(perm.pvalue)
-    out.update(_welch_contrast(xs, w))
-    return out
+def _adjust(table: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
+    """Holm over the mean-gap rows (the family), their adjusted intervals and verdicts."""
+    fam = table.index[table["axis"] == "kl_sft_mean"]
+    adj, level = G.holm(table.loc[fam, "p"].to_numpy(float))
+    table.loc[fam, "p_adjusted"], table.loc[fam, "adj_level"] = adj, level
+    low, high = G.t_interval(table.loc[fam, "estimate"].to_numpy(float), table.loc[fam, "se"].to_numpy(float),
+                             table.loc[fam, "df"].to_numpy(float), np.where(np.isfinite(level), level, np.nan))
+    table.loc[fam, "adj_low"], table.loc[fam, "adj_high"] = low, high
+    for i in fam:
+        if np.isfinite(table.at[i, "estimate"]):
+            table.at[i, "verdict"] = G.verdict(table.at[i, "estimate"], table.at[i, "p_adjusted"],
+                                               higher_is_better=higher_is_better)
+    return table
 
 
-def _welch_contrast(xs: list[np.ndarray], w: np.ndarray) -> dict[str, float]:
-    parts = np.array([wi**2 * x.var(ddof=1) / len(x) for wi, x in zip(w, xs)])
-    var = parts.sum()
-    if not var > 0:
-        return {}
-    df = var**2 / sum(p**2 / (len(x) - 1) for p, x in zip(parts, xs))
-    est, se = sum(wi * x.mean() for wi, x in zip(w, xs)), math.sqrt(var)
-    half = stats.t.ppf(0.975, df) * se
-    return {"p_welch": float(2 * stats.t.sf(abs(est) / se, df)), "welch_low": est - half, "welch_high": est + half}
-
-
-def compute_gap_table(evals: pd.DataFrame, cells: list[str], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per (matched axis, contrast): estimate, 95% CI, p-values, seeds per cell, or why not available.
-
-    The four 2x2 contrasts are matched on the runs of all 2x2 cells present, so that they add up; the rl row
-    is matched on the rl and offline runs alone."""
-    rows, cache = [], {}
-    main = [c for c in MAIN_CELLS if c in cells]
-    for axis in MATCH_AXES:
-        for con in CONTRASTS:
-            if con.key == "rl" and "rl" not in cells:
-                continue
-            row = {"axis": axis, "contrast": con.key, "comparison": con.label, "formula": con.formula,
-                   "at": np.nan, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "welch_low": np.nan,
-                   "welch_high": np.nan, "p_welch": np.nan,
-                   "p_perm": np.nan, "seeds": "", "note": ""}
-            missing = [c for c in con.weights if c not in cells]
-            if missing:
-                rows.append(row | {"note": f"not available: no {', '.join(missing)} runs"})
-                continue
-            group = ("rl", "offline") if con.key == "rl" else tuple(main)
-            if (axis, group) not in cache:
-                cache[axis, group] = match_values(evals, list(group), axis)
-            matched = cache[axis, group]
-            if isinstance(matched, str):
-                rows.append(row | {"note": f"not available: {matched}"})
-                continue
-            values, at = matched
-            cell_of = evals.drop_duplicates("run").set_index("run")["cell"]
-            samples = {c: values[cell_of.reindex(values.index) == c].to_numpy() for c in con.weights}
-            row["seeds"] = ", ".join(f"{c} {len(samples[c])}" for c in con.weights)
-            row["at"] = at
-            if any(len(s) == 0 for s in samples.values()):
-                rows.append(row | {"note": "not available: a cell has no run with a value at this point"})
-                continue
-            row.update(compute_contrast(samples, con.weights, n_boot=n_boot, seed=seed))
-            if min(len(s) for s in samples.values()) < 2:
-                row["note"] = "one seed in a cell: no interval or test"
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def compute_gap_curve(evals: pd.DataFrame, cells: list[str], n_grid: int = 20, n_boot: int = 2000,
-                      seed: int = 0) -> pd.DataFrame:
-    """The total/sampling/refresh contrasts at every point of the common KL grid, with pointwise 95% CIs."""
-    main = [c for c in MAIN_CELLS if c in cells]
-    overlap = kl_overlap(evals, main) if len(main) >= 2 else "fewer than two cells"
-    if isinstance(overlap, str):
-        return pd.DataFrame(columns=["contrast", "kl", "estimate", "ci_low", "ci_high"])
-    grid = np.linspace(*overlap, n_grid)
-    curves = interpolate_on_kl(evals[evals["cell"].isin(main)], grid)
-    out = []
-    for con in CONTRASTS[:3]:
-        if any(c not in main for c in con.weights):
-            continue
-        xs = [curves[curves["cell"] == c].pivot(index="run", columns="kl", values="value").to_numpy()
-              for c in con.weights]
-        weights = np.array(list(con.weights.values()))
-
-        def statistic(*data, axis=0, weights=weights):
-            return sum(w * d.mean(axis=axis) for w, d in zip(weights, data))
-
-        est = statistic(*xs)
-        low = high = np.full_like(est, np.nan)
-        if min(len(x) for x in xs) >= 2:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                boot = stats.bootstrap(xs, statistic, n_resamples=n_boot, method="percentile", vectorized=True,
-                                       axis=0, rng=np.random.default_rng(seed))
-            low, high = boot.confidence_interval
-        out.append(pd.DataFrame({"contrast": f"{con.label} ({con.formula})", "kl": grid, "estimate": est,
-                                 "ci_low": low, "ci_high": high}))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
-        columns=["contrast", "kl", "estimate", "ci_low", "ci_high"])
-
-
-def min_permutation_p(n1: int, n2: int) -> float:
-    """Smallest two-sided p-value an exact permutation test of two samples of these sizes can give."""
-    return min(1.0, 2.0 / math.comb(n1 + n2, n1))
-
-
-def _usable(evals: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    if any(c not in evals.columns for c in cols):
-        return evals.iloc[0:0]
-    return evals.dropna(subset=cols)
+__all__ = ["CONTRASTS", "KL_GRID", "KL_SFT", "REWARD", "compute_gap_curve", "compute_gap_table",
+           "describe_label_budget", "write_gap_csv"]

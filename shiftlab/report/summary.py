@@ -1,48 +1,53 @@
-"""Plain sentences derived from the gap table: what the numbers say, with their uncertainty. No claims
-are written here that the numbers do not make."""
+"""Plain sentences derived from the gap table: what the numbers say, with their uncertainty. A cell is said to do
+better or worse only where the Holm-adjusted interval of its mean gap excludes 0 (report/gap.py); everywhere else
+the sentence says "inconclusive" and how many seeds would settle it at the observed spread."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from shiftlab.metrics import direction
+from shiftlab.cell import MAIN_CELLS
+from shiftlab.report.frontier import Units, build_units, limiting_unit
+from shiftlab.report.gap import ALPHA, POWER
 from shiftlab.report.load import Study
-from shiftlab.report.stats import (
-    KL_SFT,
-    MAIN_CELLS,
-    REWARD,
-    kl_limiting_run,
-    min_permutation_p,
-)
 
-AXIS_PHRASE = {KL_SFT: "matched KL(π_θ‖π_sft) = {at:.3g} nats (the largest KL every compared run reached)",
-               "step": "the last step every compared run reached ({at:.0f})",
-               "oracle_calls": "a matched labelling budget of {at:.0f} oracle calls"}
+COVERAGE_SEEDS = 5  # the seeds per cell at which tests/report/test_coverage.py checks the intervals
+NAMES = {"online": "online DPO", "offline": "offline DPO", "trdpo": "trdpo", "oaif": "oaif", "rl": "the RL cell"}
+
+
+def contrast_verdicts(table: pd.DataFrame) -> dict[str, str]:
+    """contrast → 'better' / 'worse' / 'inconclusive' from its Holm-adjusted mean gap ('not available' without)."""
+    out = {}
+    for con in dict.fromkeys(table["contrast"]) if len(table) else ():
+        row = _row(table, "kl_sft_mean", con)
+        out[con] = row["verdict"] if row is not None and row["verdict"] else "not available"
+    return out
 
 
 def write_summary(study: Study, table: pd.DataFrame) -> list[str]:
     """Sentences for the top of the report, in reading order."""
+    units = build_units(study.evals)
     lines = [_describe_cells(study)]
-    better = "higher" if direction(REWARD) != "lower" else "lower"
-    row = _row(table, KL_SFT, "total")
-    if row is None or _unavailable(row):
+    row = _row(table, "kl_sft_mean", "total")
+    if row is None or not np.isfinite(row["estimate"]):
         why = "" if row is None else f" ({row['note'].removeprefix('not available: ')})"
         lines.append(f"The off-policy gap (online − offline) at matched KL is not available{why}.")
     else:
-        lines.append(_gap_sentence(row, better) + _limit_sentence(study))
+        lines.append(_mean_gap_sentence(row, table) + _limit_sentence(study, units))
+        lines.append(_curve_sentence(table, "total"))
         lines.append(_decomposition_sentence(table))
-    for axis in ("step", "oracle_calls"):
-        r = _row(table, axis, "total")
-        if r is not None and not _unavailable(r):
-            lines.append(f"At {AXIS_PHRASE[axis].format(at=r['at'])} the gap is {_est(r)}.")
-        elif r is not None:
-            lines.append(f"Matched on {axis}, the gap is {r['note']}.")
-    r = _row(table, KL_SFT, "rl")
-    if r is not None and not _unavailable(r):
-        lines.append(f"At matched KL(π_θ‖π_sft) = {r['at']:.3g} nats (rl and offline runs only), the RL "
-                     f"reference point's reward minus offline DPO's is {_est(r)}.")
-    lines.append(_seed_caveat(study))
+    r = _row(table, "step", "total")
+    if r is not None and np.isfinite(r["estimate"]):
+        lines.append(f"At the last step every compared run reached ({r['at']:.0f}) the gap is {_est(r)}; that compares "
+                     "policies at whatever KL each reached, so it is not the matched-KL gap.")
+    r = _row(table, "oracle_calls", "total")  # absent when it would repeat the step row (the section says why)
+    if r is not None and np.isfinite(r["estimate"]):
+        lines.append(f"At a matched labelling budget of {r['at']:.0f} oracle calls the gap is {_est(r)}.")
+    r = _row(table, "kl_sft_mean", "rl")
+    if r is not None and np.isfinite(r["estimate"]):
+        lines.append("RL reference point: o" + _mean_gap_sentence(r, table, first="rl", second="offline")[1:])
+    lines.append(_seed_caveat(table))
     unfinished = (study.runs["status"] != "finished").sum()
     if unfinished:
         lines.append(f"{unfinished} of {len(study.runs)} runs are not marked finished; the estimates use the "
@@ -52,92 +57,103 @@ def write_summary(study: Study, table: pd.DataFrame) -> list[str]:
 
 def _describe_cells(study: Study) -> str:
     counts = study.runs.groupby("cell").size()
-    present = ", ".join(f"{c} ({counts[c]} run{'s' if counts[c] != 1 else ''})" for c in study.cells)
+    betas = {r: study.configs.get(r, {}).get("loss.beta") for r in study.runs["run"]}
+    parts = []
+    for c in study.cells:
+        runs = study.runs[study.runs["cell"] == c]
+        seeds = runs["seed"].where(runs["seed"].notna(), runs["run"]).nunique()
+        nb = len({betas[r] for r in runs["run"]})
+        parts.append(f"{c} ({counts[c]} run{'s' if counts[c] != 1 else ''}: {seeds} seed{'s' if seeds != 1 else ''}"
+                     f" × {nb} β value{'s' if nb != 1 else ''})")
     missing = [c for c in MAIN_CELLS if c not in counts.index]
     n = len(study.runs)
-    text = f"The study has {n} run{'s' if n != 1 else ''}. Cells present: {present}."
+    text = f"The study has {n} run{'s' if n != 1 else ''}. Cells present: {', '.join(parts)}."
     if missing:
         text += f" Missing: {', '.join(missing)} — comparisons that need them are marked not available."
     return text
 
 
-def _gap_sentence(row: pd.Series, better: str) -> str:
-    est = row["estimate"]
-    side = "higher" if est > 0 else "lower"
-    text = (f"At {AXIS_PHRASE[KL_SFT].format(at=row['at'])}, online DPO's eval reward is {abs(est):.3f} {side} "
-            f"than offline DPO's ({_intervals(row)}; {row['seeds'].replace(', ', ' vs ')} seeds).")
-    boot, welch = _excludes_zero(row, "ci"), _excludes_zero(row, "welch")
-    if boot and welch:
-        text += f" Both intervals exclude 0: on this evidence online DPO does {'better' if side == better else 'worse'}."
-    elif boot or welch:
-        which = "bootstrap" if boot else "Welch"
-        text += f" Only the {which} interval excludes 0: treat the difference as suggestive, not established."
-    else:
-        text += " Both intervals include 0: these seeds do not separate online from offline DPO."
-    return text
+def _mean_gap_sentence(row: pd.Series, table: pd.DataFrame, first: str = "online", second: str = "offline") -> str:
+    est, m = row["estimate"], int(np.isfinite(table.loc[table["axis"] == "kl_sft_mean", "p"]).sum())
+    side = "above" if est > 0 else "below"
+    text = (f"Over the common KL(π_θ‖π_sft) range {row['kl_low']:.3g}–{row['kl_high']:.3g} nats, {NAMES[first]}'s "
+            f"reward frontier lies on average {abs(est):.3f} {side} {NAMES[second]}'s (mean gap {_est(row, nest=False)}; "
+            f"{row['seeds_by_cell'].replace(', ', ' vs ')} seeds).")
+    if not np.isfinite(row["p_adjusted"]):
+        return text + " No interval: too few seeds."
+    text += (f" Holm-adjusted over the {m} mean-gap contrast{'s' if m != 1 else ''} stated, p = "
+             f"{row['p_adjusted']:.2g} (adjusted interval {row['adj_low']:+.3f} to {row['adj_high']:+.3f}):")
+    if row["verdict"] in ("better", "worse"):
+        return text + f" {NAMES[first]} does {row['verdict']} on this evidence."
+    return text + " inconclusive, the adjusted interval includes 0" + _power_clause(row) + "."
 
 
-def _limit_sentence(study: Study) -> str:
-    run = kl_limiting_run(study.evals, [c for c in MAIN_CELLS if c in study.cells])
-    status = study.runs.set_index("run")["status"].get(run, "unknown")
-    if status == "finished":
+def _power_clause(row: pd.Series) -> str:
+    n = row["seeds_needed"]
+    if not np.isfinite(n):
         return ""
-    return (f" The matched KL is capped by run {run}, which has status {status}: the comparison will move to a "
-            "larger KL as it progresses.")
+    count = "more than 1,000" if n > 1000 else f"about {n:.0f}"
+    return (f"; at the observed seed-level SD ({row['sd']:.3f}) {count} seeds per cell would resolve a gap of this "
+            f"size (power {POWER:.0%}, two-sided α = {ALPHA:g})")
+
+
+def _curve_sentence(table: pd.DataFrame, contrast: str) -> str:
+    d = table[(table["axis"] == "kl_sft") & (table["contrast"] == contrast) & np.isfinite(table["ci_low"])]
+    if d.empty:
+        return ""
+    out = d[(d["ci_low"] > 0) | (d["ci_high"] < 0)]
+    at = ", ".join(f"{k:g} nats ({e:+.3f})" for k, e in zip(out["at"], out["estimate"]))
+    where = f"excludes 0 at {at}" if len(out) else "includes 0 at every grid point"
+    return (f"On the fixed KL grid ({', '.join(f'{k:g}' for k in d['at'])} nats inside the range) the pointwise 95% "
+            f"band of online − offline {where}; pointwise bands are not adjusted for multiplicity.")
+
+
+def _limit_sentence(study: Study, units: Units) -> str:
+    label, runs = limiting_unit(units, [c for c in MAIN_CELLS if c in study.cells])
+    status = study.runs.set_index("run")["status"]
+    running = [r for r in runs if status.get(r, "unknown") != "finished"]
+    if not label:
+        return ""
+    text = f" The top of the range is set by {label} (its largest KL over its runs)."
+    if running:
+        text += f" Its run(s) {', '.join(running)} are not finished: the range will grow as they progress."
+    return text
 
 
 def _decomposition_sentence(table: pd.DataFrame) -> str:
-    parts = {k: _row(table, KL_SFT, k) for k in ("sampling", "refresh", "interaction")}
-    if any(r is None or _unavailable(r) for r in parts.values()):
+    parts = {k: _row(table, "kl_sft_mean", k) for k in ("sampling", "refresh", "interaction")}
+    if any(r is None or not np.isfinite(r["estimate"]) for r in parts.values()):
         return ("The split into an on-policy-sampling part and a reference-refresh part needs all four cells "
                 "(offline, trdpo, oaif, online); it is not available here.")
-    total = _row(table, KL_SFT, "total")["estimate"]
-    text = (f"On-policy sampling alone (oaif − offline) accounts for {_est(parts['sampling'])}; refreshing the "
-            f"reference alone (trdpo − offline) for {_est(parts['refresh'])}; their interaction is "
-            f"{_est(parts['interaction'])}.")
-    if abs(total) > 0:
-        share = {k: r["estimate"] / total for k, r in parts.items()}
-        top = max(share, key=lambda k: abs(parts[k]["estimate"]))
-        name = {"sampling": "on-policy sampling", "refresh": "the reference refresh", "interaction": "the interaction"}
-        text += (f" The largest part is {name[top]} ({share[top]:.0%} of the total gap"
-                 + ("" if _excludes_zero(parts[top], "ci") else ", though its interval includes 0") + ").")
-    return text
+    return (f"Split over the same range: on-policy sampling alone (oaif − offline) {_est(parts['sampling'])}, "
+            f"{parts['sampling']['verdict']}; refreshing the reference alone (trdpo − offline) "
+            f"{_est(parts['refresh'])}, {parts['refresh']['verdict']}; their interaction {_est(parts['interaction'])}, "
+            f"{parts['interaction']['verdict']} (verdicts after Holm's adjustment).")
 
 
-def _seed_caveat(study: Study) -> str:
-    n = study.runs.groupby("cell").size()
-    if n.empty or n.min() >= 5:
+def _seed_caveat(table: pd.DataFrame) -> str:
+    fam = table[(table["axis"] == "kl_sft_mean") & (table["seeds"] > 0)] if len(table) else table
+    if fam.empty or fam["seeds"].min() >= COVERAGE_SEEDS:
         return ""
-    k = int(n.min())
+    k = int(fam["seeds"].min())
     if k < 2:
-        return "Some cell has a single run: no interval or test can be computed for comparisons that use it."
-    return (f"With as few as {k} seeds per cell the evidence is thin: the percentile bootstrap interval resamples only "
-            f"{k} values per cell and is too narrow at this size, so the Welch t interval is shown beside it; an exact "
-            f"permutation test of {k} vs {k} seeds cannot give p below {min_permutation_p(k, k):.2g}.")
+        return "Some cell has a single seed: no interval or test can be computed for comparisons that use it."
+    return (f"With as few as {k} seeds per cell, fewer than the {COVERAGE_SEEDS} at which the Welch intervals' "
+            "coverage is checked on simulated studies (tests/report/test_coverage.py), the intervals are wide and "
+            "their coverage rests on fewer values per cell.")
 
 
-def _est(row: pd.Series) -> str:
-    return f"{row['estimate']:+.3f} ({_intervals(row)})"
-
-
-def _intervals(row: pd.Series) -> str:
-    parts = []
-    if np.isfinite(row.get("ci_low", np.nan)):
-        parts.append(f"95% bootstrap CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}")
-    if np.isfinite(row.get("welch_low", np.nan)):
-        parts.append(f"Welch {row['welch_low']:+.3f} to {row['welch_high']:+.3f}, p = {row['p_welch']:.2g}")
-    return "; ".join(parts) if parts else "no interval: too few seeds"
-
-
-def _excludes_zero(row: pd.Series, kind: str) -> bool:
-    lo, hi = row.get(f"{kind}_low", np.nan), row.get(f"{kind}_high", np.nan)
-    return bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0))
+def _est(row: pd.Series, nest: bool = True) -> str:
+    open_, close = (" (", ")") if nest else (", ", "")
+    if not np.isfinite(row.get("ci_low", np.nan)):
+        return f"{row['estimate']:+.3f}{open_}no interval: too few seeds{close}"
+    return (f"{row['estimate']:+.3f}{open_}Welch 95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, "
+            f"p = {row['p']:.2g}{close}")
 
 
 def _row(table: pd.DataFrame, axis: str, contrast: str) -> pd.Series | None:
+    if table.empty:
+        return None
     hit = table[(table["axis"] == axis) & (table["contrast"] == contrast)]
     return None if hit.empty else hit.iloc[0]
 
-
-def _unavailable(row: pd.Series) -> bool:
-    return str(row["note"]).startswith("not available")

@@ -9,16 +9,19 @@ import pandas as pd
 
 from shiftlab.metrics import METRICS, direction
 from shiftlab.report.load import Study
-from shiftlab.report.stats import KL_SFT
 
 DIVERGENCES = ("eval/kl_ref", "eval/kl_sft", "eval/kl_ref_k1", "eval/kl_ref_k3", "eval/kl_sft_k1",
                "eval/kl_sft_k3", "eval/kl_ref_on_data", "eval/kl_ref_on_policy", "eval/kl_shift_ratio",
                "eval/state_kl", "eval/ess", "eval/c2st_acc", "eval/c2st_tv_lb", "eval/mmd2", "eval/mmd_pvalue",
                "eval/js_ngram", "eval/off_support", "eval/world_logprob")
-AXIS_NAME = {KL_SFT: "KL(π_θ‖π_sft)", "step": "step", "oracle_calls": "oracle_calls"}
-AXIS_HOW = {KL_SFT: " (reward interpolated to the largest KL every compared run reached)",
-            "step": " (each run's last evaluation at or before the last step all compared runs reached)",
-            "oracle_calls": " (each run's last evaluation within the labelling budget all compared runs reached)"}
+AXIS_HOW = {"step": " (each run's last evaluation at or before the last step all compared runs reached, averaged "
+                    "over the seed's runs; not matched on KL)",
+            "oracle_calls": " (each run's last evaluation within the labelling budget all compared runs reached, "
+                            "averaged over the seed's runs)"}
+MEAN_CAPTION = ("Mean gap over the common KL(π_θ‖π_sft) range (area between the frontiers ÷ range): the claims. "
+                "Welch t over seeds; Holm-adjusted over the contrasts in this table; verdict from the adjusted p")
+CURVE_CAPTION = ("Gap curve on the fixed KL grid (nats), at the points inside each contrast's common range: estimate "
+                 "[pointwise Welch 95% CI], not adjusted for multiplicity")
 SKIP_DIFF = ("seed",)  # shown in its own column
 
 
@@ -44,23 +47,54 @@ def build_run_table(study: Study) -> pd.DataFrame:
 
 
 def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The gap table for reading, one (caption, table) per matched axis: formatted numbers, and
-    'not available: why' where a row has no estimate."""
+    """The gap table for reading, as (caption, table) pairs: the mean gap (the claims), the gap curve on the KL
+    grid (one column per grid point), and the matched-step / matched-label rows; 'not available: why' where a
+    row has no estimate."""
+    if table.empty:
+        return []
     out = []
-    for axis, group in table.groupby("axis", sort=False):
+    mean = table[table["axis"] == "kl_sft_mean"]
+    if len(mean):
+        rows = []
+        for r in mean.itertuples():
+            row = {"comparison": r.comparison, "contrast": r.formula,
+                   "KL range": "—" if not np.isfinite(r.kl_low) else f"{r.kl_low:.3g}–{r.kl_high:.3g}"}
+            if not np.isfinite(r.estimate):
+                rows.append(row | {"mean gap": r.note, "seeds": r.seeds_by_cell})
+                continue
+            rows.append(row | {"mean gap": f"{r.estimate:+.3f}", "95% CI (Welch)": _ci(r.ci_low, r.ci_high),
+                               "p": _p(r.p), "p (Holm)": _p(r.p_adjusted),
+                               "Holm-adjusted CI": _ci(r.adj_low, r.adj_high), "verdict": r.verdict,
+                               "seeds": r.seeds_by_cell, "seeds for power 0.8": _needed(r.seeds_needed)})
+        out.append((MEAN_CAPTION, pd.DataFrame(rows)))
+    curve = table[table["axis"] == "kl_sft"]
+    if len(curve):
+        rows = []
+        for _, d in curve.groupby("contrast", sort=False):
+            row = {"comparison": d["comparison"].iloc[0], "contrast": d["formula"].iloc[0]}
+            for r in d.itertuples():
+                if np.isfinite(r.at):
+                    row[f"KL = {r.at:g}"] = f"{r.estimate:+.3f} {_ci(r.ci_low, r.ci_high)}"
+                else:
+                    row["note"] = r.note
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        grid = sorted((c for c in frame.columns if c.startswith("KL = ")), key=lambda c: float(c.split()[-1]))
+        frame = frame[["comparison", "contrast", *grid, *(["note"] if "note" in frame.columns else [])]]
+        out.append((CURVE_CAPTION, frame.fillna("—")))
+    for axis in ("step", "oracle_calls"):
+        group = table[table["axis"] == axis]
+        if group.empty:
+            continue
         rows = []
         for r in group.itertuples():
-            row = {"comparison": r.comparison, "contrast": r.formula,
-                   "at": "—" if not np.isfinite(r.at) else (f"{r.at:.3g}" if axis == KL_SFT else f"{r.at:.0f}")}
+            row = {"comparison": r.comparison, "contrast": r.formula, "at": "—" if not np.isfinite(r.at) else f"{r.at:.0f}"}
             if not np.isfinite(r.estimate):
-                row.update({"estimate": r.note, "95% CI (bootstrap)": "", "95% CI (Welch t)": "", "p (Welch)": "",
-                            "p (permutation)": "", "seeds": r.seeds})
+                rows.append(row | {"estimate": r.note, "seeds": r.seeds_by_cell})
             else:
-                row.update({"estimate": f"{r.estimate:+.3f}", "95% CI (bootstrap)": _ci(r.ci_low, r.ci_high),
-                            "95% CI (Welch t)": _ci(r.welch_low, r.welch_high), "p (Welch)": _p(r.p_welch),
-                            "p (permutation)": _p(r.p_perm), "seeds": r.seeds + (f" ({r.note})" if r.note else "")})
-            rows.append(row)
-        out.append((f"Matched on {AXIS_NAME[axis]}{AXIS_HOW[axis]}", pd.DataFrame(rows)))
+                rows.append(row | {"estimate": f"{r.estimate:+.3f}", "95% CI (Welch)": _ci(r.ci_low, r.ci_high),
+                                   "p": _p(r.p), "seeds": r.seeds_by_cell})
+        out.append((f"Matched on {axis}{AXIS_HOW[axis]}", pd.DataFrame(rows)))
     return out
 
 
@@ -125,6 +159,10 @@ def _pm(ev: pd.Series, name: str) -> str:
 
 def _ci(lo: float, hi: float) -> str:
     return "—" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def _needed(n: float) -> str:
+    return "—" if not np.isfinite(n) else ("> 1000" if n > 1000 else f"{n:.0f}")
 
 
 def _p(p: float) -> str:

@@ -7,10 +7,15 @@
     curves.jsonl    depth curves at each evaluation
     samples.jsonl   a few π_θ samples per evaluation, for reading
     sft.jsonl       π_sft's training curve (copied from the cache when π_sft was reused)
+    optimum.jsonl   the KL-regularised optimum's frontier, one row per β (shiftlab/stages/optimum.py); a table
+                    written whole at the start (`table`), not a log: it is not cut back on resume
 
 Every row is one `write` followed by a flush, so a killed run loses at most its last, partial line (readers skip
 it). A checkpoint records each file's length; resuming truncates the files back to it, which drops the rows
 written after the checkpoint (and any partial line) before the resumed steps write them again.
+
+A tracker (`tracker=tensorboard | wandb`, shiftlab/rundir/trackers.py) is handed each metric row and each batch of
+samples as written, so it mirrors exactly what the files hold.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from shiftlab.rundir.trackers import Tracker
 
 
 def _clean(value: Any) -> Any:
@@ -44,9 +51,11 @@ class _JsonLines:
         # append mode: every write lands at the end of the file even after `truncate_to` shortened it
         self._file = open(path, "w" if truncate else "a", encoding="utf-8")
 
-    def write(self, row: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+    def write(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        clean = {k: _clean(v) for k, v in row.items()}
+        self._file.write(json.dumps(clean) + "\n")
         self._file.flush()
+        return clean  # what the file now holds: a tracker mirrors exactly this
 
     def sync(self) -> int:
         """Flush to disk and return the length: a checkpoint must never record rows the disk does not hold."""
@@ -97,8 +106,10 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
 class RunLog:
     FILES = ("metrics", "events", "curves", "samples", "sft")
 
-    def __init__(self, run_dir: Path | str, meta: Mapping[str, Any], truncate: bool = False):
-        """`truncate`: start the files empty (a run restarted in its own directory); else append to them."""
+    def __init__(self, run_dir: Path | str, meta: Mapping[str, Any], truncate: bool = False, tracker: Tracker | None = None):
+        """`truncate`: start the files empty (a run restarted in its own directory); else append to them.
+        `tracker`: mirrors every metric row and every sample written (shiftlab/rundir/trackers.py); closed by `finish`."""
+        self.tracker = tracker
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._start = time.perf_counter()
@@ -133,7 +144,9 @@ class RunLog:
         return {"step": step, **self.counters, "time": round(self.elapsed(), 3)}
 
     def metrics(self, step: int, values: Mapping[str, Any]) -> None:
-        self._files["metrics"].write(self._axes(step) | dict(values))
+        row = self._files["metrics"].write(self._axes(step) | dict(values))
+        if self.tracker is not None:
+            self.tracker.log_metrics(row, step)
 
     def event(self, step: int, event: str, **details: Any) -> None:
         self._files["events"].write({"step": step, "event": event, **details})
@@ -142,12 +155,19 @@ class RunLog:
         self._files["curves"].write({"step": step, "curve": name, "t": t, "value": value, "stderr": stderr})
 
     def samples(self, step: int, rows: list[Mapping[str, Any]]) -> None:
-        for row in rows:
-            self._files["samples"].write({"step": step, **row})
+        written = [self._files["samples"].write({"step": step, **row}) for row in rows]
+        if self.tracker is not None:
+            self.tracker.log_samples(step, written)
 
     def sft_rows(self, rows: list[Mapping[str, Any]]) -> None:
         for row in rows:
             self._files["sft"].write(row)
+
+    def table(self, name: str, rows: list[Mapping[str, Any]]) -> None:
+        """Write `<name>.jsonl` whole, atomically (a reader sees the old table or the new one, never a part)."""
+        tmp = self.dir / f"{name}.jsonl.tmp"
+        tmp.write_text("".join(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n" for row in rows), encoding="utf-8")
+        os.replace(tmp, self.dir / f"{name}.jsonl")
 
     def count(self, **increments: int) -> None:
         for key, value in increments.items():
@@ -158,6 +178,8 @@ class RunLog:
         self._write_meta()
         for f in self._files.values():
             f.close()
+        if self.tracker is not None:
+            self.tracker.close()
 
     def _write_meta(self) -> None:
         tmp = self.dir / "run.json.tmp"
@@ -192,5 +214,7 @@ class NullRunLog:
     def samples(self, step: int, rows: list[Mapping[str, Any]]) -> None: ...
 
     def sft_rows(self, rows: list[Mapping[str, Any]]) -> None: ...
+
+    def table(self, name: str, rows: list[Mapping[str, Any]]) -> None: ...
 
     def finish(self, status: str, steps: int) -> None: ...

@@ -23,6 +23,9 @@ class Task:
     grammar: ReviewGrammar | None  # exact text log-probs when the corpus comes from shiftlab's own grammar
     user_pairs: list[PreferencePair] | None = None  # human pairs (a preference dataset or file), validated up front
     user_pairs_info: dict | None = None
+    # human pairs never trained on, scored by the implicit reward at each evaluation: the eval split's pairs, or the
+    # pairs of the prompts held out for evaluation; None when the task has no human pairs to hold out
+    eval_pairs: list[PreferencePair] | None = None
 
 
 def build_task(cfg: TaskConfig, oracle: OracleConfig | None = None) -> Task:
@@ -83,8 +86,9 @@ def _preference_task(cfg: TaskConfig, rng) -> Task:
     else:
         candidates, prompts = _split_off(prompts, rng, n_eval)
         held_out = set(candidates)
+        eval_pairs = [p for p in pairs if p.prompt in held_out]
         pairs = [p for p in pairs if p.prompt not in held_out]
-        info["held_out_pairs"] = report.n_loaded - len(pairs)
+        info["held_out_pairs"] = len(eval_pairs)
     if len(candidates) < n_eval or not pairs:
         where = f"{source} and split {cfg.dataset.eval_split!r}" if cfg.dataset.eval_split else source
         raise ValueError(
@@ -94,7 +98,7 @@ def _preference_task(cfg: TaskConfig, rng) -> Task:
     eval_prompts = [candidates[i] for i in rng.permutation(len(candidates))[:n_eval]]
     info["pairs"] = len(pairs)
     corpus = [p.prompt + p.chosen for p in pairs]
-    return Task(corpus, prompts, eval_prompts, None, None, pairs, info)
+    return Task(corpus, prompts, eval_prompts, None, None, pairs, info, eval_pairs)
 
 
 def _split_off(items: list[str], rng, n: int) -> tuple[list[str], list[str]]:

@@ -8,7 +8,7 @@ come from the policy, not from the draw.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,14 +16,14 @@ import torch
 from shiftlab.config import EvalConfig
 from shiftlab.data.batches import SequenceBatch, completions_to_batch
 from shiftlab.functional import divergence as dv
-from shiftlab.functional import two_sample
 from shiftlab.functional.losses import sequence_logps
+from shiftlab.functional.text_quality import text_quality
+from shiftlab.labels.gold import GrammarGold, gold_metrics
 from shiftlab.labels.pairing import Labeller
 from shiftlab.models.sampler import SamplerSettings, sample_completions
 from shiftlab.rundir.runlog import RunLog
 from shiftlab.training.sources import PairSource, Probe, Prompts
-
-MIN_TWO_SAMPLE_POINTS = 8
+from shiftlab.training.state_shift import StateShift
 
 
 class Forwards:
@@ -64,20 +64,6 @@ class Forwards:
         return self._cache[key]
 
 
-def prefix_features(hidden: torch.Tensor, loss_mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One state per row: a uniformly drawn response depth t, featurised as the mean hidden state of s_t = (x, y_<t).
-
-    hidden (B, T, D) from the frozen π_sft; loss_mask (B, T) marks response label positions. Returns (B, D).
-    """
-    cum = hidden.cumsum(1)  # (B, T, D): cum[:, j] = Σ_{i≤j} h_i
-    rows = []
-    for b in range(hidden.shape[0]):
-        positions = torch.nonzero(loss_mask[b], as_tuple=False).flatten()
-        t = int(positions[torch.randint(len(positions), (1,), generator=generator)])  # predicts token t from s_t
-        rows.append(cum[b, t - 1] / t)
-    return torch.stack(rows)
-
-
 def _with_stderr(prefix: str, values: torch.Tensor) -> dict[str, float]:
     mean, se = dv.mean_and_stderr(values)
     return {prefix: mean, f"{prefix}_se": se}
@@ -110,13 +96,16 @@ class Evaluator:
         sft: torch.nn.Module,
         source: PairSource,
         grammar=None,  # a grammar with exact `logprob` / `prefix_logprobs`, or None for corpora without one
+        gold: GrammarGold | None = None,  # the gold judge (labels.gold), or None where a task has no gold
+        heldout: Callable[[torch.nn.Module, torch.nn.Module], dict[str, float]] | None = None,  # training.heldout
         seed: int,
         log: RunLog,
     ):
         """`prompts`: the first `cfg.n_prompts` are sampled once each, at every evaluation."""
         self.cfg, self.prompts, self.sampler, self.labeller = cfg, prompts.head(cfg.n_prompts), sampler, labeller
-        self.sft, self.source, self.grammar = sft, source, grammar
-        self.seed, self.log = seed, log
+        self.sft, self.source, self.grammar, self.gold = sft, source, grammar, gold
+        self.seed, self.log, self.heldout = seed, log, heldout
+        self.state_shift = StateShift(self.prompts.ids, sampler, sft=sft, seed=seed, n_permutations=cfg.mmd_permutations)
 
     def __call__(self, policy: torch.nn.Module, ref: torch.nn.Module, step: int) -> dict[str, float]:
         start = time.perf_counter()
@@ -126,16 +115,22 @@ class Evaluator:
         labelled = self.labeller(completions, self.prompts.texts, k=1)
         responses = labelled.response_texts
         texts = [p + r for p, r in zip(self.prompts.texts, responses)]
-        rewards = torch.as_tensor(labelled.rewards, dtype=torch.float64)
+        # no oracle (oracle.kind=none): the reward columns are left out, not filled
+        rewards = None if labelled.rewards is None else torch.as_tensor(labelled.rewards, dtype=torch.float64)
         batch = completions_to_batch(completions, self.sampler.eos_token_id, self.sampler.pad_token_id)
         lengths = batch.loss_mask.sum(-1).float()
 
         fw = Forwards(self.sft)
         logits, logits_ref, logits_sft = fw.logits(policy, batch), fw.logits(ref, batch), fw.logits(self.sft, batch)
         logp = sequence_logps(logits, batch.input_ids, batch.loss_mask)
-        metrics = _with_stderr("eval/reward", rewards)
+        metrics = {} if rewards is None else _with_stderr("eval/reward", rewards)
+        if self.heldout is not None:
+            metrics |= self.heldout(policy, ref)
         metrics["eval/length"] = float(lengths.mean())
         metrics["eval/empty_responses"] = float(np.mean([len(r) == 0 for r in completions.response_ids]))
+        metrics |= {f"eval/{k}": v for k, v in text_quality([r.split() for r in responses]).items()}
+        if self.gold is not None:
+            metrics |= gold_metrics(self.gold, texts, [len(p.split()) for p in self.prompts.texts])
         metrics |= kl_metrics("kl_ref", fw.token_kl(policy, ref, batch), logits_ref, logp, batch, lengths)
         metrics |= kl_metrics("kl_sft", fw.token_kl(policy, self.sft, batch), logits_sft, logp, batch, lengths)
         metrics["eval/kl_ref_on_policy"] = _masked_mean_token_kl(fw.token_kl(policy, ref, batch), batch.loss_mask)
@@ -148,8 +143,8 @@ class Evaluator:
             if self.grammar is not None:
                 metrics |= self._world_metrics(texts, [len(p.split()) for p in self.prompts.texts], step)
         self.log.samples(step, [
-            {"prompt": p, "response": r, "reward": float(w)}
-            for p, r, w in list(zip(self.prompts.texts, responses, rewards))[: self.cfg.n_samples_logged]
+            {"prompt": p, "response": r} | ({} if rewards is None else {"reward": float(rewards[i])})
+            for i, (p, r) in enumerate(list(zip(self.prompts.texts, responses))[: self.cfg.n_samples_logged])
         ])
         metrics["time/eval"] = time.perf_counter() - start
         return metrics
@@ -160,9 +155,7 @@ class Evaluator:
         out = {"eval/kl_ref_on_data": _masked_mean_token_kl(fw.token_kl(policy, ref, data), data.loss_mask)}
         if probe.behaviour is not None:
             out |= self._behaviour_metrics(fw, policy, probe.behaviour, batch, data, step)
-        js = two_sample.ngram_js_divergence(_responses(data), _responses(batch), n_max=3, alpha=0.01)
-        out["eval/js_ngram"] = js["js/mean"]
-        return out | self._two_sample_metrics(fw, data, batch)
+        return out | self._two_sample_metrics(fw, probe, data, batch)
 
     def _behaviour_metrics(self, fw: Forwards, policy, behaviour, batch: SequenceBatch, data: SequenceBatch, step: int):
         """With μ known: the state KL by depth on π_θ's samples, and the ESS of the training responses."""
@@ -179,20 +172,10 @@ class Evaluator:
             "eval/ess": dv.effective_sample_size(log_w),
         }
 
-    def _two_sample_metrics(self, fw: Forwards, data: SequenceBatch, batch: SequenceBatch) -> dict[str, float]:
-        """Behaviour-agnostic: needs no μ, only states of both kinds featurised by the frozen π_sft."""
-        if min(len(data.input_ids), len(batch.input_ids)) < MIN_TWO_SAMPLE_POINTS:
-            return {}  # too few states for a held-out split: the columns stay empty rather than noisy
-        generator = torch.Generator().manual_seed(self.seed + 1)
-        x = prefix_features(fw.sft_hidden(data), data.loss_mask, generator)
-        y = prefix_features(fw.sft_hidden(batch), batch.loss_mask, generator)
-        c2st = two_sample.classifier_two_sample_test(x, y, seed=self.seed)
-        mmd = two_sample.mmd_permutation_test(x, y, n_permutations=self.cfg.mmd_permutations, seed=self.seed)
-        return {
-            "eval/c2st_acc": c2st["accuracy"], "eval/c2st_acc_low": c2st["ci_low"],
-            "eval/c2st_acc_high": c2st["ci_high"], "eval/c2st_tv_lb": c2st["tv_lower_bound"],
-            "eval/mmd2": mmd["mmd2"], "eval/mmd_pvalue": mmd["p_value"],
-        }
+    def _two_sample_metrics(self, fw: Forwards, probe: Probe, data: SequenceBatch, batch: SequenceBatch) -> dict[str, float]:
+        """Behaviour-agnostic (shiftlab.training.state_shift): training-pair states and, with μ known, μ's
+        unselected samples against π_θ's, on frozen π_sft features, each beside its null."""
+        return self.state_shift(fw.sft_hidden, probe, data, batch)
 
     def _world_metrics(self, texts: Sequence[str], len_prompt_words: Sequence[int], step: int) -> dict[str, float]:
         """Off-support rate made exact: the world's grammar scores every sample and every prefix of it."""
@@ -212,7 +195,3 @@ class Evaluator:
             "eval/off_support": float(1 - supported.mean()),
             "eval/world_logprob": float(full[supported].mean()) if supported.any() else float("nan"),
         }
-
-
-def _responses(batch: SequenceBatch) -> list[list[int]]:
-    return [row[mask].tolist() for row, mask in zip(batch.input_ids, batch.loss_mask)]

@@ -73,21 +73,27 @@ class PreferenceObjective:
 
     def losses(self, policy, ref, batch: PreferenceBatch) -> tuple[Tensor, dict[str, Tensor]]:
         policy_logps, ref_logps = policy_and_reference_logps(policy, ref, batch, self.packing)
-        m = batch.n_pairs
-        out = compute_preference_loss(
-            self.cfg.kind.value, policy_logps[:m], policy_logps[m:], ref_logps[:m], ref_logps[m:], self.cfg.beta,
-            **self.options,
-        )
-        margins = out.chosen_rewards - out.rejected_rewards
-        return out.losses, {
-            "loss": out.losses.detach(),
-            "rewards/chosen": out.chosen_rewards,
-            "rewards/rejected": out.rejected_rewards,
-            "rewards/margins": margins,
-            "rewards/accuracies": (margins > 0).float(),
-            "logps/chosen": policy_logps[:m].detach(),
-            "logps/rejected": policy_logps[m:].detach(),
-        }
+        return preference_statistics(self.cfg.kind.value, policy_logps, ref_logps, self.cfg.beta, **self.options)
+
+
+def preference_statistics(
+    kind: str, policy_logps: Tensor, ref_logps: Tensor, beta: float, **options: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-pair losses (B,) with gradient and TRL's per-pair statistics (B,) from (2B,) sequence log-probs, chosen
+    rows then rejected: the training step's numbers, and the held-out pairs' (shiftlab.training.heldout).
+    An accuracy counts a pair only when its margin is strictly positive (TRL's rule), so a tie counts as wrong."""
+    m = policy_logps.shape[0] // 2
+    out = compute_preference_loss(kind, policy_logps[:m], policy_logps[m:], ref_logps[:m], ref_logps[m:], beta, **options)
+    margins = out.chosen_rewards - out.rejected_rewards
+    return out.losses, {
+        "loss": out.losses.detach(),
+        "rewards/chosen": out.chosen_rewards,
+        "rewards/rejected": out.rejected_rewards,
+        "rewards/margins": margins,
+        "rewards/accuracies": (margins > 0).float(),
+        "logps/chosen": policy_logps[:m].detach(),
+        "logps/rejected": policy_logps[m:].detach(),
+    }
 
 
 @dataclass

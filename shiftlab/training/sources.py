@@ -21,11 +21,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from shiftlab.config import SourceConfig
+from shiftlab.config import PairsConfig, SourceConfig
 from shiftlab.data.batches import PreferenceBatch, PreferenceCollator, pad_right
 from shiftlab.data.order import EpochOrder
 from shiftlab.data.pairs import PreferencePair
-from shiftlab.labels.pairing import LabelledRound, Labeller, PairIndex, merge_rounds, pair_round
+from shiftlab.labels.pairing import LabelledRound, Labeller, PairIndex, label_generator, merge_rounds, pair_round
 from shiftlab.models.build import frozen_copy
 from shiftlab.models.sampler import SamplerSettings, sample_completions
 from shiftlab.rundir.checkpoint import CheckpointError
@@ -97,6 +97,12 @@ class OfflinePairs:
         probe_rows = np.random.default_rng(seed + 1).permutation(len(self.pairs))[:probe_size]
         self._probe = Probe(self.collator([self.pairs[i] for i in probe_rows]), behaviour)
         self._fingerprint: str | None = None
+        # labelled before training starts, so the cumulative count is the whole set's from step 0 (a user file's too,
+        # where it carries rewards that disagree with its order)
+        self.flipped = sum(
+            p.reward_chosen is not None and p.reward_rejected is not None and p.reward_chosen < p.reward_rejected
+            for p in self.pairs
+        )
 
     def fingerprint(self) -> str:
         """A hash of the pairs: a checkpoint's epoch order only means something for the same set, in the same order."""
@@ -122,7 +128,7 @@ class OfflinePairs:
         batch = self.collator([self.pairs[i] for i in rows])
         if self.ref_logps is not None:
             batch = attach_reference_logps(batch, self.ref_logps, rows)
-        return StepData(batch, stats={"data/truncated": batch.n_truncated})
+        return StepData(batch, stats={"data/truncated": batch.n_truncated, "data/flipped": self.flipped})
 
     def probe(self) -> Probe:
         return self._probe
@@ -140,8 +146,10 @@ class OnPolicyPairs:
         probe_size: int,
         template: torch.nn.Module | None = None,
         processes: Processes = SINGLE,
+        rule: PairsConfig | None = None,
     ):
-        """`cfg`: the round's k, pairing, prompts_per_round, sample_every, batch_size and max_resample.
+        """`cfg`: the round's k, prompts_per_round, sample_every, batch_size and max_resample.
+        `rule`: the pairing rule (`pairs.*`) shared with the offline set (default: best-vs-worst, deterministic labels).
         `template`: a model of π_θ's architecture (π_θ itself), copied to hold a restored behaviour snapshot.
         `processes`: data-parallel ranks; each samples and labels its share of every round's prompts."""
         if cfg.prompts_per_round > len(prompts.ids):
@@ -149,6 +157,7 @@ class OnPolicyPairs:
                 f"source.prompts_per_round={cfg.prompts_per_round} but the task has only {len(prompts.ids)} training prompts"
             )
         self.prompts, self.cfg, self.sampler, self.labeller = prompts, cfg, sampler, labeller
+        self.rule = rule if rule is not None else PairsConfig()
         self.rng = np.random.default_rng(seed)  # the round's prompts and its epoch order, one stream
         self.generator = torch.Generator().manual_seed(seed)
         self.order = EpochOrder(self.rng)
@@ -158,6 +167,7 @@ class OnPolicyPairs:
         self.round_step = -1
         self._pairs: list[tuple[list[int], list[int], list[int]]] = []
         self.ties_total = 0
+        self.flipped_total = 0
 
     def next_batch(self, policy: torch.nn.Module, step: int) -> StepData:
         data = StepData(batch=None)
@@ -168,19 +178,23 @@ class OnPolicyPairs:
             return data
         rows = self.order.take(self.cfg.batch_size)
         data.batch = self._to_batch([self._pairs[i] for i in rows])
-        data.stats |= {"data/staleness": float(step - self.round_step), "data/truncated": 0, "data/ties": self.ties_total}
+        data.stats |= {"data/staleness": float(step - self.round_step), "data/truncated": 0, "data/ties": self.ties_total,
+                       "data/flipped": self.flipped_total}
         return data
 
     def _sample_round(self, policy: torch.nn.Module, step: int, data: StepData) -> None:
         for attempt in range(self.cfg.max_resample + 1):
             prompts = self.rng.choice(len(self.prompts.ids), size=self.cfg.prompts_per_round, replace=False)
             labelled, seconds = self._label(policy, prompts, step, attempt)
-            pairs, dropped = pair_round(labelled, self.cfg.pairing)
+            # sampled labels: a stream per (step, attempt), so every rank, and a resumed run, draws the same order
+            rule, label_rng = self.rule, label_generator(self.seed, "onpolicy", step, attempt)
+            pairs, dropped = pair_round(labelled, rule.pairing, rule.labels, rule.temperature, label_rng)
             data.counts["policy_samples"] = data.counts.get("policy_samples", 0) + len(labelled.completions)
             data.counts["oracle_calls"] = data.counts.get("oracle_calls", 0) + len(labelled.completions)
             for key, value in seconds.items():
                 data.stats[key] = data.stats.get(key, 0.0) + value
             self.ties_total += dropped["ties"]
+            self.flipped_total += dropped["flipped"]
             if dropped["empty_responses"]:
                 data.events.append({"event": "empty_responses", "count": dropped["empty_responses"]})
             if pairs:
@@ -245,6 +259,7 @@ class OnPolicyPairs:
             "order": list(self.order.pending),
             "pairs": [list(map(list, pair)) for pair in self._pairs],  # token ids as sampled
             "ties_total": self.ties_total,
+            "flipped_total": self.flipped_total,
             "behaviour": None if self.behaviour is None else self.behaviour.state_dict(),
         }
 
@@ -252,6 +267,7 @@ class OnPolicyPairs:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
         self.round_step, self.ties_total = state["round_step"], state["ties_total"]
+        self.flipped_total = state.get("flipped_total", 0)  # absent from checkpoints before sampled labels: none flipped
         self._pairs = [tuple(map(list, pair)) for pair in state["pairs"]]
         self.order.restart(len(self._pairs))
         self.order.pending = list(state["order"])

@@ -81,6 +81,11 @@ class WordAutomaton:
     def n_states(self) -> int:
         return len(self._log_stop)
 
+    @property
+    def log_z(self) -> float:
+        """log P(min_length <= length <= max_length) before conditioning: the normaliser every score divides by."""
+        return float(self._log_z)
+
     def _completion_mass(self, src, dst, probs, stops) -> np.ndarray:
         """(max_length + 1, S): P(the output ends with a length in range | in state s after k words)."""
         step = scipy.sparse.csr_matrix((probs, (src, dst)), shape=(len(stops), len(stops)))

@@ -207,10 +207,16 @@ class ReviewGrammar:
             _add_review(builder, start, mood, weight)
         self._automaton = WordAutomaton.compile(builder, start, self.min_words, self.max_words)
         self.vocabulary: tuple[str, ...] = self._automaton.vocabulary
+        self.mood_weights: tuple[float, ...] = tuple(mood_weights)
 
     @property
     def n_states(self) -> int:
         return self._automaton.n_states
+
+    @property
+    def log_z(self) -> float:
+        """log P(min_words <= length <= max_words) before conditioning; mixing grammars of one mood each needs it."""
+        return self._automaton.log_z
 
     def prefix_logprobs(self, text: str) -> np.ndarray:
         """log P(a review starts with the first k words), k = 1..n; -inf from the first bad word on."""

@@ -176,12 +176,15 @@ def test_precomputed_step_moves_the_weights_like_the_trainer(tiny_tokenizer):
 
 
 def test_eval_share_from_metrics(tmp_path):
-    rows = [{"step": 0, "time/eval": 2.0}, {"step": 0, "time/train": 4.0, "time/sample": 3.0, "time/label": 1.0},
-            {"step": 1, "time/train": 2.0}, {"step": 2, "time/eval": 1.0}]
+    # the loop starts when the first evaluation does (time 12 − 2 = 10 s after start: π_sft was built before)
+    rows = [{"step": 0, "time": 12.0, "time/eval": 2.0},
+            {"step": 0, "time": 20.0, "time/train": 4.0, "time/sample": 3.0, "time/label": 1.0},
+            {"step": 1, "time": 22.0, "time/train": 2.0}, {"step": 2, "time": 40.0, "time/eval": 1.0}]
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = eval_share(path)
-    assert out["share"] == pytest.approx(3.0 / 10.0) and out["time/train"] == 6.0
+    assert out["work_share"] == pytest.approx(3.0 / 10.0) and out["time/train"] == 6.0
+    assert out["loop_wall"] == pytest.approx(30.0) and out["share"] == pytest.approx(3.0 / 30.0)
 
 
 def test_run_child_reports_the_childs_own_peak_memory(tmp_path):
@@ -214,7 +217,7 @@ def test_bench_script_quick_run_writes_the_report(tmp_path):
     for row in ("tiny · bf16 autocast ÷ fp32", "tiny · bf16 weights ÷ fp32", "large matmul (2048³) · bfloat16"):
         assert f"| {row} |" in md
     if "trl" in sections:
-        assert "tiny · live reference · shiftlab packed ÷ TRL" in md and "precomputed reference · shiftlab ÷ TRL" in md
+        assert "tiny · live reference · shiftlab default ÷ TRL" in md and "precomputed reference · shiftlab padded ÷ TRL" in md
         assert "live reference · TRL bf16=False |" in md and "live reference · TRL bf16=True |" in md
         assert "TRL's faster setting here: **TRL bf16=" in md
 

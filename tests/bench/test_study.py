@@ -35,9 +35,16 @@ def test_only_finished_runs_count(tmp_path):
 
 def test_the_section_reports_runs_per_hour_and_the_speed_up():
     serial, parallel = [StudyRun(1800.0, 15)], [StudyRun(900.0, 15)]
-    figures = {(f.name, f.metric): f for f in study_section(serial, parallel, 2, default_study=True).figures}
+    figures = {(f.name, f.metric): f for f in study_section(serial, parallel, 2, "full").figures}
     assert figures[("study · serial", "runs/hour")].stat.median == pytest.approx(30.0)
     assert figures[("study · hydra/launcher=parallel n_jobs=2", "wall time")].stat.median == pytest.approx(15.0)
     speedup = figures[("study · parallel ÷ serial", "runs/hour")]
     assert speedup.stat.median == pytest.approx(2.0) and speedup.met is True
     assert figures[("study · hydra/launcher=parallel n_jobs=2", "wall time")].met is False  # 15 min > 10
+
+
+def test_the_wall_target_is_judged_on_the_full_study_only():
+    serial, parallel = [StudyRun(600.0, 4)], [StudyRun(400.0, 4)]
+    figures = {(f.name, f.metric): f for f in study_section(serial, parallel, 2, "slice").figures}
+    assert figures[("study · hydra/launcher=parallel n_jobs=2", "wall time")].target is None
+    assert figures[("study · parallel ÷ serial", "runs/hour")].met is True  # 1.5× exactly meets ≥ 1.5

@@ -301,6 +301,7 @@ def test_hh_run_with_a_tiny_pretrained_model_trains_and_writes_metrics(tmp_path)
     metrics = pd.read_json(run_dir / "metrics.jsonl", lines=True)
     assert metrics["loss"].notna().sum() == 4 and metrics["eval/reward"].notna().sum() == 3
     assert "eval/off_support" not in metrics.columns  # no grammar: its exact metrics simply do not appear
+    assert "eval/gold_reward" not in metrics.columns and metrics["eval/distinct_1"].notna().sum() == 3  # no gold; text quality on every task
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     info = next(e for e in events if e["event"] == "preference_set")
     assert info["pairs"] == 40 - 16 and info["held_out_pairs"] == 16

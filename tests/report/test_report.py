@@ -20,22 +20,22 @@ from synthetic_runs import write_run, write_study
 from shiftlab.report import (
     ReportConfig,
     ReportError,
-    compute_contrast,
     compute_gap_table,
     load_study,
     parse_args,
 )
 from shiftlab.report.cli import main_plot, main_report
-from shiftlab.report.stats import KL_SFT, interpolate_on_kl, match_values
+from shiftlab.report.stats import CSV_COLUMNS, describe_label_budget
+from shiftlab.report.summary import contrast_verdicts, write_summary
 from shiftlab.report.tables import missing_metrics
 
 REPO = Path(__file__).resolve().parents[2]
-N_BOOT = 1000
 GAP = 0.2
 
 
-def _row(table: pd.DataFrame, axis: str, contrast: str) -> pd.Series:
-    return table[(table["axis"] == axis) & (table["contrast"] == contrast)].iloc[0]
+def _row(table: pd.DataFrame, axis: str, contrast: str, at: float | None = None) -> pd.Series:
+    hit = table[(table["axis"] == axis) & (table["contrast"] == contrast)]
+    return (hit if at is None else hit[hit["at"] == at]).iloc[0]
 
 
 @pytest.fixture(scope="module")
@@ -47,59 +47,90 @@ def gap_study(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gap_table(gap_study) -> pd.DataFrame:
     study = load_study([gap_study])
-    return compute_gap_table(study.evals, study.cells, n_boot=N_BOOT)
+    return compute_gap_table(study.evals, study.cells)
 
 
-def test_gap_at_matched_kl_recovers_injected_gap(gap_table):
-    row = _row(gap_table, KL_SFT, "total")
+def test_gap_curve_recovers_injected_gap(gap_table):
+    # the offset is planted once training has moved; at 4 nats every run is past its first evaluation
+    row = _row(gap_table, "kl_sft", "total", at=4.0)
     assert abs(row["estimate"] - GAP) < 0.06
-    assert row["ci_low"] <= GAP <= row["ci_high"]
-    assert row["welch_low"] <= GAP <= row["welch_high"]
-    assert row["ci_low"] > 0 and row["welch_low"] > 0, "a large gap must give an interval excluding 0"
-    assert row["p_welch"] < 0.05
-    assert row["seeds"] == "online 3, offline 3"
+    assert row["ci_low"] <= GAP <= row["ci_high"] and row["ci_low"] > 0, "a large gap must give an interval excluding 0"
+    assert row["seeds"] == 3 and row["seeds_by_cell"] == "online 3, offline 3"
+    assert set(gap_table.loc[gap_table["axis"] == "kl_sft", "at"]) <= {0.5, 1.0, 2.0, 4.0, 8.0}  # the fixed grid
+    assert gap_table.loc[gap_table["axis"] == "kl_sft", "at"].max() <= row["kl_high"]
 
 
-def test_no_injected_gap_gives_interval_including_zero(tmp_path):
+def test_mean_gap_is_the_claim_with_holm_and_a_verdict(gap_table):
+    row = _row(gap_table, "kl_sft_mean", "total")
+    assert 0 < row["estimate"] < GAP  # ramps up from 0 at π_sft, so below the plateau
+    assert row["ci_low"] > 0 and row["p_adjusted"] >= row["p"] and row["verdict"] == "better"
+    assert row["adj_low"] < row["ci_low"] and row["adj_low"] > 0  # wider, still excluding 0
+    fam = gap_table[gap_table["axis"] == "kl_sft_mean"]
+    assert fam["p_adjusted"].notna().all() and gap_table.loc[gap_table["axis"] != "kl_sft_mean", "p_adjusted"].isna().all()
+    assert ((fam["adj_low"] > 0) | (fam["adj_high"] < 0)).tolist() == (fam["p_adjusted"] < 0.05).tolist()
+    assert (fam["verdict"] != "").all() and np.isfinite(row["seeds_needed"])
+
+
+def test_no_injected_gap_is_inconclusive(tmp_path):
     root = write_study(tmp_path / "null", gaps={c: 0.0 for c in ("offline", "trdpo", "oaif", "online")})
     study = load_study([root])
-    row = _row(compute_gap_table(study.evals, study.cells, n_boot=N_BOOT), KL_SFT, "total")
-    assert row["ci_low"] <= 0 <= row["ci_high"]
-    assert row["welch_low"] <= 0 <= row["welch_high"]
+    table = compute_gap_table(study.evals, study.cells)
+    row = _row(table, "kl_sft_mean", "total")
+    assert row["ci_low"] <= 0 <= row["ci_high"] and row["adj_low"] <= 0 <= row["adj_high"]
+    assert contrast_verdicts(table)["total"] == "inconclusive"
+    summary = " ".join(write_summary(study, table))
+    assert "inconclusive, the adjusted interval includes 0" in summary and "seeds per cell would resolve" in summary
 
 
-def test_decomposition_rows_exist_and_add_up(gap_table):
-    for axis in (KL_SFT, "step", "oracle_calls"):
-        parts = {k: _row(gap_table, axis, k)["estimate"] for k in ("total", "sampling", "refresh", "interaction")}
+def test_decomposition_adds_up_on_every_axis(gap_table):
+    for axis, at in (("kl_sft_mean", None), ("kl_sft", 4.0), ("step", None)):
+        parts = {k: _row(gap_table, axis, k, at)["estimate"] for k in ("total", "sampling", "refresh", "interaction")}
         assert all(np.isfinite(v) for v in parts.values()), axis
         assert parts["sampling"] + parts["refresh"] + parts["interaction"] == pytest.approx(parts["total"])
-    assert _row(gap_table, KL_SFT, "sampling")["estimate"] == pytest.approx(0.15, abs=0.06)
+    assert _row(gap_table, "kl_sft", "sampling", at=4.0)["estimate"] == pytest.approx(0.15, abs=0.06)
     assert "rl" not in set(gap_table["contrast"])
+
+
+def test_matched_labels_are_not_tabled_when_they_repeat_matched_steps(gap_study):
+    study = load_study([gap_study])
+    ev = study.evals.copy()
+    # the on-policy cells spend exactly the offline set's 1024 labels by their last step (as in the default study)
+    ev.loc[ev["cell"].isin(["oaif", "online"]), "oracle_calls"] *= 1024 / 1600
+    line = describe_label_budget(ev, study.cells)
+    assert "would repeat the step table" in line and "by construction" in line
+    assert "oracle_calls" not in set(compute_gap_table(ev, study.cells)["axis"])
+
+
+def test_matched_labels_are_tabled_where_they_differ(gap_study, gap_table):
+    # on-policy cells label 16 texts a step: they reach the offline set's 1024 labels at step 64, not 100
+    assert describe_label_budget(load_study([gap_study]).evals, ["offline", "trdpo", "oaif", "online"]) == ""
+    row, step = _row(gap_table, "oracle_calls", "total"), _row(gap_table, "step", "total")
+    assert row["at"] == 1024 and step["at"] == 100
+    assert np.isfinite(row["estimate"]) and row["estimate"] != step["estimate"]
+
+
+def test_pooled_beta_runs_and_five_seeds(tmp_path):
+    root = write_study(tmp_path / "beta", cells=("offline", "online"), seeds=5, betas=(0.1, 0.3),
+                       gaps={"offline": 0.0, "online": GAP})
+    study = load_study([root])
+    table = compute_gap_table(study.evals, study.cells)
+    row = _row(table, "kl_sft_mean", "total")
+    assert row["seeds"] == 5 and row["seeds_by_cell"] == "online 5, offline 5"  # 20 runs, 10 units
+    assert row["verdict"] == "better"
+    assert "online (10 runs: 5 seeds × 2 β values)" in write_summary(study, table)[0]
+    assert "online DPO does better on this evidence" in " ".join(write_summary(study, table))
 
 
 def test_missing_cells_are_not_available_and_rl_row_appears(tmp_path):
     root = write_study(tmp_path / "s", cells=("offline", "online", "rl"), seeds=2)
     study = load_study([root])
-    table = compute_gap_table(study.evals, study.cells, n_boot=N_BOOT)
-    assert np.isfinite(_row(table, KL_SFT, "total")["estimate"])
-    assert _row(table, KL_SFT, "sampling")["note"] == "not available: no oaif runs"
-    assert "not available" in _row(table, KL_SFT, "interaction")["note"]
-    assert np.isfinite(_row(table, KL_SFT, "rl")["estimate"])
-
-
-def test_interpolation_sorts_non_monotone_kl():
-    # KL goes up then back down: the evals are read as frontier points sorted by KL.
-    ev = pd.DataFrame({"run": "r", "cell": "offline", "step": [0, 10, 20, 30],
-                       KL_SFT: [0.0, 2.0, 4.0, 3.0], "eval/reward": [0.0, 0.2, 0.4, 0.3]})
-    out = interpolate_on_kl(ev, np.array([1.0, 3.5, 5.0]))
-    assert out["value"].iloc[:2].tolist() == pytest.approx([0.1, 0.35])
-    assert np.isnan(out["value"].iloc[2])  # beyond the run's KL range
-
-
-def test_contrast_with_one_seed_has_no_interval():
-    out = compute_contrast({"a": np.array([1.0]), "b": np.array([0.5, 0.7])}, {"a": 1.0, "b": -1.0})
-    assert out["estimate"] == pytest.approx(0.4)
-    assert np.isnan(out["ci_low"]) and np.isnan(out["p_welch"])
+    table = compute_gap_table(study.evals, study.cells)
+    assert np.isfinite(_row(table, "kl_sft_mean", "total")["estimate"])
+    assert _row(table, "kl_sft_mean", "sampling")["note"] == "not available: no oaif runs"
+    assert "not available" in _row(table, "step", "interaction")["note"]
+    assert np.isfinite(_row(table, "kl_sft_mean", "rl")["estimate"])
+    fam = table[(table["axis"] == "kl_sft_mean") & table["p"].notna()]
+    assert set(fam["contrast"]) == {"total", "rl"}  # Holm's family: the mean gaps that exist
 
 
 def test_truncated_last_line_loads(tmp_path):
@@ -115,8 +146,8 @@ def test_in_progress_run_is_reported(tmp_path):
     write_run(root / "9", "online", 5, GAP, last_step=60, status="running")
     study = load_study([root])
     assert any("status running, last step 60 of 100" in n for n in study.notes)
-    values, at = match_values(study.evals, ["offline", "online"], "step")
-    assert at == 50 and len(values) == 5  # its last evaluation was at step 50
+    row = _row(compute_gap_table(study.evals, study.cells), "step", "total")
+    assert row["at"] == 50 and row["seeds_by_cell"] == "online 3, offline 2"  # its last evaluation was at step 50
 
 
 def test_run_that_has_logged_nothing_yet_is_reported(tmp_path):
@@ -128,7 +159,7 @@ def test_run_that_has_logged_nothing_yet_is_reported(tmp_path):
     study = load_study([root])
     assert "run sweep/9 has status running, nothing logged yet (100 steps planned)" in study.notes
     assert missing_metrics(study) == ["no evaluation rows yet in run sweep/9"]
-    assert np.isfinite(_row(compute_gap_table(study.evals, study.cells, n_boot=N_BOOT), KL_SFT, "total")["estimate"])
+    assert np.isfinite(_row(compute_gap_table(study.evals, study.cells), "kl_sft_mean", "total")["estimate"])
 
 
 def test_missing_divergence_columns_are_named(tmp_path):
@@ -143,10 +174,11 @@ def test_missing_divergence_columns_are_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory) -> Path:
-    root = write_study(tmp_path_factory.mktemp("rep") / "sweep", cells=("offline", "trdpo", "oaif", "online"))
-    write_run(root / "12", "online", 3, GAP, last_step=60, status="running", drop=("eval/c2st_acc",))
+    root = write_study(tmp_path_factory.mktemp("rep") / "sweep", cells=("offline", "trdpo", "oaif", "online"),
+                       betas=(0.1, 0.3))
+    write_run(root / "99", "online", 3, GAP, last_step=60, status="running", drop=("eval/c2st_acc",))
     out = tmp_path_factory.mktemp("out")
-    assert main_report([str(root), f"out={out}", "name=study", f"n_boot={N_BOOT}"]) == 0
+    assert main_report([str(root), f"out={out}", "name=study", "n_boot=500"]) == 0  # old option still parses
     return out / "study"
 
 
@@ -160,13 +192,45 @@ def test_report_files_written(report_dir):
         assert f"]({stem}.png)" in (report_dir / "report.md").read_text()
 
 
+def test_report_writes_gap_and_frontier_csv(report_dir):
+    gap = pd.read_csv(report_dir / "gap.csv")
+    assert list(gap.columns) == CSV_COLUMNS
+    # the running online run has spent 960 labels, fewer than the offline set's 1024: no common budget, and rows
+    # without an estimate are left out of gap.csv (the report says why)
+    assert set(gap["axis"]) == {"kl_sft", "kl_sft_mean", "step"}
+    assert gap["estimate"].notna().all()
+    mean = gap[gap["axis"] == "kl_sft_mean"]
+    assert len(mean) == 4 and mean["at"].isna().all() and mean["p_adjusted"].notna().all()
+    assert (gap["seeds"] == 3).all()  # the fewest seeds of any cell in the contrast (online has a 4th, running)
+    frontier = pd.read_csv(report_dir / "frontier.csv")
+    assert list(frontier.columns) == ["cell", "kl", "reward", "gold_reward", "band_low", "band_high", "optimum"]
+    assert set(frontier["cell"]) == {"offline", "trdpo", "oaif", "online"}
+    assert (frontier["band_low"] <= frontier["reward"]).all() and frontier["gold_reward"].isna().all()
+    md = (report_dir / "report.md").read_text()
+    assert "not available: no common oracle_calls range" in md and "would repeat the step table" not in md
+    assert "Holm" in md and "Mean gap over the common KL" in md
+
+
+def test_frontier_csv_takes_the_optimum_from_report_optimum(gap_study, tmp_path, monkeypatch):
+    from shiftlab.report import optimum
+    from shiftlab.report.build import build_frontier_table
+
+    frontier = pd.DataFrame({"sft": "m", "kl": [0.0, 2.0, 4.0, 8.0], "reward": [0.1, 0.5, 0.7, 0.9],
+                             "reliable": [True, True, True, False]})
+    monkeypatch.setattr(optimum, "load_optimum", lambda study: frontier)
+    table = build_frontier_table(load_study([gap_study]), 10)
+    at = table.set_index(["cell", "kl"])["optimum"]
+    assert at[("offline", 1.0)] == pytest.approx(0.3)
+    assert np.isnan(table.loc[table["kl"] > 4.0, "optimum"]).all()  # not beyond the KL it is reliable to
+
+
 def test_report_html_is_self_contained_and_says_what_is_missing(report_dir):
     page = (report_dir / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.IGNORECASE)
     assert "<link" not in page and "<script" not in page
     assert page.count('src="data:image/png;base64,') == 6
     assert "has status running, last step 60 of 100" in page
-    assert "eval/c2st_acc is missing in run sweep/12" in page
+    assert "eval/c2st_acc is missing in run sweep/99" in page
     assert "off-policy gap" in page and "Summary" in page
 
 

@@ -11,7 +11,7 @@ import torch
 from tiny import compose_config
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from shiftlab.config import LossConfig, LossKind, OptimConfig, Pairing, SourceConfig
+from shiftlab.config import LossConfig, LossKind, OptimConfig, SourceConfig
 from shiftlab.experiment.lifecycle import run
 from shiftlab.functional.losses import sequence_logps
 from shiftlab.labels.pairing import Labeller
@@ -44,7 +44,7 @@ def count_good(texts):
 def rollouts(sft, beta_rl=0.1, k=4, seed=0):
     return OnPolicyRollouts(
         Prompts([[1, 2], [3], [4, 6]], ["a|", "b|", "c|"]),
-        SourceConfig(k=k, pairing=Pairing.best_vs_worst, prompts_per_round=3, sample_every=1, batch_size=1, max_resample=0),
+        SourceConfig(k=k, prompts_per_round=3, sample_every=1, batch_size=1, max_resample=0),
         SamplerSettings(max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD),
         Labeller(lambda ids: " " + " ".join(map(str, ids)), count_good),
         seed=seed, probe_size=4, template=sft, sft_model=sft, beta_rl=beta_rl,

@@ -44,6 +44,18 @@ def test_onpolicy_all_ties_are_resampled_then_skipped_without_crashing():
     assert source.probe() is None
 
 
+def test_onpolicy_bradley_terry_labels_pair_ties_by_a_coin_seeded_by_the_round():
+    from shiftlab.config import PairLabels, PairsConfig
+
+    rule = PairsConfig(labels=PairLabels.bradley_terry, temperature=0.5)
+    tied = onpolicy_pairs(lambda texts: np.zeros(len(texts)), rule).next_batch(tiny_model(0), 0)
+    assert tied.batch is not None and tied.batch.n_pairs == 2  # deterministic labels skip this step (above)
+    assert tied.stats["data/ties"] == 0 and tied.stats["data/flipped"] == 0  # a tie has no order to flip
+    runs = [onpolicy_pairs(_length_oracle, rule) for _ in range(2)]
+    a, b = (source.next_batch(tiny_model(0), 0) for source in runs)
+    assert torch.equal(a.batch.input_ids, b.batch.input_ids) and a.stats["data/flipped"] == b.stats["data/flipped"]
+
+
 def test_offline_pairs_attach_their_rows_of_a_precomputed_reference_table(tiny_tokenizer):
     import pytest
 
