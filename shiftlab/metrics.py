@@ -11,6 +11,7 @@ report reads `direction` from it; nothing else describes a metric.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -126,6 +127,83 @@ def direction(name: str) -> Direction:
     return METRICS[name].direction if name in METRICS else "neutral"
 
 
+@dataclass(frozen=True)
+class Scale:
+    """A metric's unit ("" for a score without one) and the range its values can take: the report labels axes with
+    the unit and cuts intervals (a t band around a KL near 0) to the range, so no band claims a negative KL."""
+
+    unit: str
+    low: float = -math.inf
+    high: float = math.inf
+
+
+_NONNEG, _SECONDS, _NATS, _NATS_KL = Scale("", 0.0), Scale("s", 0.0), Scale("nats"), Scale("nats", 0.0)
+_FRACTION, _BETA_NATS, _SCORE = Scale("fraction", 0.0, 1.0), Scale("β·nats"), Scale("")
+_ACCURACY, _BITS = Scale("accuracy", 0.0, 1.0), Scale("bits", 0.0, 1.0)
+_SCALES: dict[str, Scale] = {
+    "step": Scale("optimizer steps", 0.0), "pairs_seen": Scale("pairs", 0.0),
+    "oracle_calls": Scale("oracle calls (labels)", 0.0), "policy_samples": Scale("samples", 0.0), "time": _SECONDS,
+    "loss": _SCORE,  # dpo/ipo/hinge are ≥ 0, rloo's surrogate is not, and only dpo's is in nats
+    "rewards/chosen": _BETA_NATS, "rewards/rejected": _BETA_NATS, "rewards/margins": _BETA_NATS,
+    "rewards/accuracies": _FRACTION, "logps/chosen": Scale("nats", high=0.0), "logps/rejected": Scale("nats", high=0.0),
+    "grad_norm": _NONNEG, "lr": _NONNEG, "data/truncated": Scale("pairs", 0.0), "data/ties": Scale("pairs", 0.0),
+    "data/flipped": Scale("pairs", 0.0), "data/staleness": Scale("optimizer steps", 0.0),
+    "time/sample": _SECONDS, "time/label": _SECONDS, "time/train": _SECONDS,
+    "rl/reward": _SCORE, "rl/kl_penalty": _NATS, "rl/advantage_abs": _NONNEG, "rl/clipped": _FRACTION,
+    "logps/sampled": Scale("nats", high=0.0), "sft/loss": Scale("nats/token", 0.0),
+    "eval/reward": _SCORE, "eval/heldout/rewards/accuracies": _FRACTION, "eval/heldout/rewards/margins": _BETA_NATS,
+    "eval/heldout/loss": _SCORE, "eval/length": Scale("tokens", 0.0), "eval/empty_responses": _FRACTION,
+    "eval/gold_reward": Scale("", -1.0, 1.0), "eval/distinct_1": _FRACTION, "eval/distinct_2": _FRACTION,
+    "eval/repeat_rate": _FRACTION, "eval/length_words": Scale("words", 0.0),
+    "eval/kl_ref": _NATS_KL, "eval/kl_sft": _NATS_KL, "eval/kl_ref_k1": _NATS, "eval/kl_ref_k3": _NATS_KL,
+    "eval/kl_sft_k1": _NATS, "eval/kl_sft_k3": _NATS_KL,  # k1 is an unbiased estimate of either sign; k3 ≥ 0
+    "eval/kl_ref_on_data": Scale("nats/token", 0.0), "eval/kl_ref_on_policy": Scale("nats/token", 0.0),
+    "eval/kl_shift_ratio": Scale("ratio", 0.0), "eval/state_kl": _NATS_KL, "eval/ess": Scale("fraction of N", 0.0, 1.0),
+    "eval/c2st_acc": _ACCURACY, "eval/c2st_acc_null": _ACCURACY, "eval/c2st_acc_excess": Scale("accuracy", -0.5, 0.5),
+    "eval/c2st_tv_lb": Scale("total variation", 0.0, 1.0),
+    "eval/mmd2": _SCORE, "eval/mmd2_null": _SCORE, "eval/mmd2_excess": _SCORE,  # unbiased MMD² may be < 0
+    "eval/mmd_pvalue": Scale("p-value", 0.0, 1.0),
+    "eval/js_ngram": _BITS, "eval/js_ngram_null": _BITS, "eval/js_ngram_excess": Scale("bits", -1.0, 1.0),
+    "eval/off_support": _FRACTION, "eval/world_logprob": Scale("nats", high=0.0), "time/eval": _SECONDS,
+}
+# the `_mu` measures are their base measures on μ's unselected samples: the same scale
+_SCALES |= {name: _SCALES[name.replace("_mu", "", 1)] for name in METRICS if "_mu" in name and name not in _SCALES}
+
+
+def scale(name: str) -> Scale:
+    """The unit and range of `name`; suffixes as in `direction` (`_se` ≥ 0, `_per_token` per response token)."""
+    if name in _SCALES:
+        return _SCALES[name]
+    for suffix in ("_se", "_low", "_high", "_per_token"):
+        base = _SCALES.get(name[: -len(suffix)]) if name.endswith(suffix) else None
+        if base is not None:
+            if suffix == "_se":
+                return Scale(base.unit, 0.0)
+            return base if suffix != "_per_token" else Scale(f"{base.unit}/token" if base.unit else "", base.low, base.high)
+    return Scale("")
+
+
+def unit(name: str) -> str:
+    """The unit `name` is measured in, "" for a score or count without one (or an unknown name)."""
+    return scale(name).unit
+
+
+def value_range(name: str) -> tuple[float, float]:
+    """(low, high): the values `name` can take (±inf where unbounded)."""
+    s = scale(name)
+    return s.low, s.high
+
+
+def _bound(v: float) -> str:
+    return "∞" if v == math.inf else ("−∞" if v == -math.inf else f"{v:g}".replace("-", "−"))
+
+
+def _show_scale(name: str) -> str:
+    s = scale(name)
+    span = "" if (s.low, s.high) == (-math.inf, math.inf) else f"[{_bound(s.low)}, {_bound(s.high)}]"
+    return " ".join(p for p in (s.unit, span) if p) or "—"
+
+
 def render_markdown() -> str:
     lines = [
         "# Metric vocabulary",
@@ -139,11 +217,11 @@ def render_markdown() -> str:
         "the built offline set, the π_θ snapshot that sampled the round on-policy, unknown for human data);",
         "d_θ and d_μ are the distributions of states (prompt + partial response) under π_θ and under μ.",
         "",
-        "| name | meaning | estimator | better |",
-        "| --- | --- | --- | --- |",
+        "| name | meaning | unit and range | estimator | better |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for m in METRICS.values():
-        lines.append(f"| `{m.name}` | {m.meaning} | {m.estimator} | {m.direction} |")
+        lines.append(f"| `{m.name}` | {m.meaning} | {_show_scale(m.name)} | {m.estimator} | {m.direction} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,13 +11,13 @@ import pandas as pd
 from shiftlab import __version__
 from shiftlab.cell import MAIN_CELLS
 from shiftlab.metrics import direction
-from shiftlab.report import optimum, plots, tables
+from shiftlab.report import anomalies, frontier_plots, methods, optimum, plots, tables
 from shiftlab.report.frontier import GOLD_REWARD, REWARD, build_units, common_range, compute_frontiers, limiting_unit
 from shiftlab.report.load import Study, load_study
 from shiftlab.report.options import PlotConfig, ReportConfig, default_name
-from shiftlab.report.render import Section, write_figure, write_report
+from shiftlab.report.render import Plot, Section, write_figure, write_report
 from shiftlab.report.stats import KL_GRID, compute_gap_curve, compute_gap_table, describe_label_budget, write_gap_csv
-from shiftlab.report.summary import write_summary
+from shiftlab.report.summary import lead_sentence, write_summary
 
 GAP_METHOD = (
     "How the gap is computed. The unit is a (cell, seed): the seed's runs over the β grid are pooled. Each unit's "
@@ -34,38 +34,76 @@ GAP_METHOD = (
 
 
 def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
-    """Write `<out>/<name>/report.html` and `report.md` with figures, and the machine-readable `gap.csv` and
-    `frontier.csv` beside them, for the runs below `paths`."""
+    """Write `<out>/<name>/report.html` and `report.md` with figures, and beside them the CSV files behind every
+    figure and table (gap.csv, frontier.csv, shortfall.csv, runs.csv, evals.csv, train.csv), for the runs below
+    `paths`."""
     study = load_study(paths, allow_mixed=cfg.allow_mixed)
     out_dir = Path(cfg.out) / (cfg.name or default_name(paths))
     cells = study.cells
     gap = compute_gap_table(study.evals, cells, higher_is_better=direction(REWARD) != "lower")
     frontier = build_frontier_table(study, cfg.kl_grid)
+    best = optimum.load_optimum(study)
+    short = optimum.shortfall(frontier, best, KL_GRID) if not frontier.empty else pd.DataFrame()
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_gap_csv(gap, out_dir / "gap.csv")
-    frontier.drop(columns="seeds").to_csv(out_dir / "frontier.csv", index=False)
+    files = write_data_files(out_dir, study, gap, frontier, short)
     sections = [
-        _gap_section(study, gap, frontier),
-        Section("KL over training", figures=[("kl_curves", plots.plot_kl_curves(
-            study.evals, study.events, study.train, cells), _KL_CAPTION)]),
+        _gap_section(study, gap),
+        _optimum_section(short, best),
+        Section("KL over training", figures=[Plot("kl_curves", plots.plot_kl_curves(
+            study.evals, study.events, study.train, cells), _KL_CAPTION, ("evals.csv",))]),
         _state_section(study),
-        Section("DPO diagnostics", figures=[("dpo_diagnostics", plots.plot_metric_panels(
+        Section("DPO diagnostics", figures=[Plot("dpo_diagnostics", plots.plot_metric_panels(
             study.train, plots.DPO_METRICS, cells, f"Training rows, rolling mean over {cfg.smooth} steps",
-            ncols=4, smooth=cfg.smooth),
-            _DPO_CAPTION)]),
+            ncols=4, smooth=cfg.smooth), _DPO_CAPTION, ("train.csv",))]),
+        _seed_section(study),
+        methods.methods_section(GAP_METHOD),
+        Section("Configuration", paragraphs=[methods.CONFIG_TEXT],
+                tables=[("Settings of the study's runs", methods.build_config_table(study))]),
         Section("Runs", tables=[(_RUNS_CAPTION, tables.build_run_table(study))]),
-        Section("Data notes", bullets=study.notes + tables.missing_metrics(study)
+        Section("Data notes", bullets=study.notes + anomalies.find_anomalies(study) + tables.missing_metrics(study)
                 or ["every run finished and logged every divergence column"]),
+        Section("Data files", paragraphs=["The numbers behind every figure and table, beside this report:"],
+                links=files),
     ]
     samples = tables.build_samples_table(study)
     if not samples.empty:
-        sections.insert(-2, Section("Samples", tables=[("Samples from each cell at its runs' last evaluation",
-                                                        samples)]))
-    shown = ["eval/reward", "eval/kl_sft", "eval/kl_ref", *plots.STATE_METRICS, *plots.DPO_METRICS]
-    sections.append(Section("Metrics", tables=[("From shiftlab.metrics", tables.build_glossary(shown))]))
+        sections.insert(-4, Section("Samples", paragraphs=[tables.SAMPLES_TEXT],
+                                    tables=[("The same eval prompts answered by π_sft and by each cell's runs", samples)]))
+    shown = ["eval/reward", "eval/gold_reward", "eval/kl_sft", "eval/kl_ref", *plots.STATE_METRICS, *plots.DPO_METRICS]
+    sections.append(Section("Metrics", paragraphs=[methods.GLOSSARY_TEXT],
+                            tables=[("From shiftlab.metrics", tables.build_glossary(shown))]))
     subtitle = (f"{len(study.runs)} run(s) from {', '.join(map(str, paths))} · generated "
                 f"{dt.datetime.now():%Y-%m-%d %H:%M} · shiftlab {__version__}")
-    return write_report(out_dir, f"shiftlab report: {out_dir.name}", write_summary(study, gap), sections, subtitle)
+    lead = _lead_section(study, gap, frontier, best)
+    return write_report(out_dir, f"shiftlab report: {out_dir.name}", write_summary(study, gap), sections, subtitle,
+                        lead=lead)
+
+
+def write_data_files(out_dir: Path, study: Study, gap: pd.DataFrame, frontier: pd.DataFrame,
+                     short: pd.DataFrame) -> list[tuple[str, str]]:
+    """Write the CSVs beside the report; return (file, what it holds) for the page's list."""
+    write_gap_csv(gap, out_dir / "gap.csv")
+    frontier.drop(columns="seeds").to_csv(out_dir / "frontier.csv", index=False)
+    files = [("gap.csv", "one row per (contrast, axis, at): estimate, Welch interval, p, Holm-adjusted p, seeds"),
+             ("frontier.csv", "each cell's frontier: reward and gold reward against KL(π_θ‖π_sft), band, optimum")]
+    if not short.empty:
+        short.to_csv(out_dir / "shortfall.csv", index=False)
+        files.append(("shortfall.csv", "the optimum's reward minus each cell's frontier at the KL grid's points"))
+    runs = study.runs.assign(beta=[study.configs.get(r, {}).get("loss.beta") for r in study.runs["run"]])
+    runs.drop(columns=["overrides"], errors="ignore").to_csv(out_dir / "runs.csv", index=False)
+    files.append(("runs.csv", "one row per run: cell, seed, β, status, steps, wall time, run directory"))
+    beta = dict(zip(runs["run"], runs["beta"]))
+    lead = ["run", "cell", "seed", "beta", "step"]
+    for name, frame, what in (("evals.csv", study.evals, "every evaluation row of every run (all eval/ columns)"),
+                              ("train.csv", study.train, "every training row of every run")):
+        if len(frame):
+            frame = frame.assign(beta=frame["run"].map(beta))
+            frame[[*lead, *(c for c in frame.columns if c not in lead)]].to_csv(out_dir / name, index=False)
+            files.append((name, what))
+    if len(study.curves):
+        study.curves.assign(beta=study.curves["run"].map(beta)).to_csv(out_dir / "curves.csv", index=False)
+        files.append(("curves.csv", "depth curves (curves.jsonl) of every run and evaluation, one row per depth t"))
+    return files
 
 
 def build_kl_plot(paths: list[str], cfg: PlotConfig) -> Path:
@@ -93,50 +131,86 @@ def _optimum_at(study: Study, kl: np.ndarray) -> np.ndarray:
     return optimum.optimum_at(optimum.load_optimum(study), kl)
 
 
-def _gap_section(study: Study, gap, frontier) -> Section:
+def _lead_section(study: Study, gap: pd.DataFrame, frontier: pd.DataFrame, best: pd.DataFrame) -> Section:
+    """The finding first: one verdict sentence with its interval, then the frontier it is read from."""
+    main = [c for c in MAIN_CELLS if c in study.cells]
+    span = common_range(build_units(study.evals), main) if main else "no 2x2 cell present"
+    marks = [k for k in KL_GRID if not isinstance(span, str) and span[0] <= k <= span[1]]
+    curves = frontier.rename(columns={"reward": "value"})
+    figure = frontier_plots.plot_frontier(study.evals, curves, study.cells, optimum=best, marks_kl=marks)
+    return Section("Finding", paragraphs=[lead_sentence(gap)], figures_first=True,
+                   figures=[Plot("frontier", figure, _FRONTIER_CAPTION, ("frontier.csv", "evals.csv"))])
+
+
+def _gap_section(study: Study, gap: pd.DataFrame) -> Section:
     cells = study.cells
     main = [c for c in MAIN_CELLS if c in cells]
     units = build_units(study.evals)
     span = common_range(units, main) if main else "no 2x2 cell present"
     text = (f"The KL range every seed of the 2x2 cells present covers is {span[0]:.3g} to {span[1]:.3g} nats; its "
             f"top is set by {limiting_unit(units, main)[0]}. Estimates are differences in eval/reward, positive "
-            "when the first cell of the contrast scores higher. gap.csv and frontier.csv beside this report hold "
-            "the same numbers." if not isinstance(span, str) else f"No common KL range: {span}.")
+            "when the first cell of the contrast scores higher (Methods says how they are computed)."
+            if not isinstance(span, str) else f"No common KL range: {span}.")
     budget = describe_label_budget(study.evals, cells)
-    curves = frontier.rename(columns={"reward": "value"})
     return Section(
         "The off-policy gap",
-        paragraphs=[GAP_METHOD, text] + ([budget] if budget else []),
+        paragraphs=[text] + ([budget] if budget else []),
         tables=tables.format_gap_tables(gap),
-        figures=[("frontier", plots.plot_frontier(study.evals, curves, cells, optimum=optimum.load_optimum(study)), _FRONTIER_CAPTION),
-                 ("gap_curve", plots.plot_gap_curve(compute_gap_curve(gap)),
-                  "The matched-KL contrasts at the points of the fixed KL grid inside each contrast's common range, "
-                  "with pointwise Welch 95% bands (not adjusted); the claims are the mean-gap rows of the table.")])
+        figures=[Plot("gap_curve", frontier_plots.plot_gap_curve(compute_gap_curve(gap)), _GAP_CAPTION, ("gap.csv",))])
+
+
+def _optimum_section(short: pd.DataFrame, best: pd.DataFrame) -> Section:
+    if best.empty:
+        return Section("The optimum of the objective", paragraphs=[
+            "No run wrote optimum.jsonl (eval.optimum_samples = 0, or runs from before the optimum stage existed), "
+            "so the optimum frontier and each cell's shortfall from it are not available."])
+    return Section("The optimum of the objective", paragraphs=[methods.optimum_text(best)],
+                   tables=[("Shortfall from the optimum at matched KL (optimum − cell frontier; eval/reward)",
+                            tables.format_shortfall(short))])
 
 
 def _state_section(study: Study) -> Section:
     return Section(
         "State divergence",
         paragraphs=[_STATE_TEXT],
-        figures=[("depth_curves", plots.plot_depth_curves(study.curves, study.cells),
-                  "KL(d_θ,t ‖ d_μ,t) and the off-support fraction by depth t at each run's last evaluation."),
-                 ("state_divergence", plots.plot_metric_panels(
+        figures=[Plot("depth_curves", plots.plot_depth_curves(study.curves, study.cells),
+                      "KL(d_θ,t ‖ d_μ,t) and the off-support fraction by depth t at each run's last evaluation: where "
+                      "along a response the policy's states leave the data's.", ("curves.csv",)),
+                 Plot("state_divergence", plots.plot_metric_panels(
                      study.evals, plots.STATE_METRICS, study.cells, "Evaluation rows over training"),
-                  _STATE_CAPTION)])
+                     _STATE_CAPTION, ("evals.csv",))])
+
+
+def _seed_section(study: Study) -> Section:
+    labels = {r: f"seed {s}, β {study.configs.get(r, {}).get('loss.beta')}"
+              for r, s in zip(study.runs["run"], study.runs["seed"])}
+    return Section("Every run", paragraphs=[
+        "The cell means above average seeds; here each run's own trajectory, one panel per cell, so a seed that "
+        "behaves unlike the others is visible."],
+        figures=[Plot("seed_curves", plots.plot_seed_curves(study.evals, study.cells, labels=labels),
+                      "Eval reward and KL(π_θ‖π_sft) of every run against optimizer steps (one line per run).",
+                      ("evals.csv",))])
 
 
 _KL_CAPTION = ("Top: KL(π_θ‖π_ref) — it drops to 0 at a hard refresh by construction. Bottom: KL(π_θ‖π_sft), "
-               "comparable across cells. Left against optimizer steps, right against the labelling budget "
-               "(oracle_calls). Ticks at the bottom of each panel mark reference refreshes (one row per cell). "
-               "A cell trained on a fixed offline set has a constant oracle_calls (the set is labelled once), so "
-               "its curve is a vertical stack at that budget.")
+               "comparable across cells: look here for how far each cell moves from π_sft. Left against optimizer "
+               "steps, right against the labelling budget (oracle_calls). The strip under each column marks "
+               "reference refreshes, one labelled row per cell. A cell trained on a fixed offline set spends its "
+               "whole budget at step 0, so on the right it is a vertical range of all its evaluations at that budget. "
+               "The y axis is symlog when the cells' KLs differ by an order of magnitude.")
 _DPO_CAPTION = ("Implicit-reward margins and accuracies, and the log-likelihoods of chosen and rejected responses "
                 "(likelihood displacement: both can fall while the margin grows).")
 _RUNS_CAPTION = ("One row per run: configuration differences from the most common value, progress, and the last "
                  "evaluation (± standard error)")
-_FRONTIER_CAPTION = ("Reward vs KL(π_θ‖π_sft), as in Figure 2 of the DPO paper. Thick lines: each cell's frontier, the "
-                     "mean over its seeds of each seed's curve through all its runs' evaluations (every β), on the "
-                     "range all its seeds cover — the values the matched-KL gap is read from (frontier.csv).")
+_FRONTIER_CAPTION = ("Reward vs KL(π_θ‖π_sft), as in Figure 2 of the DPO paper. Look at the thick lines: each "
+                     "cell's frontier, the mean over its seeds of each seed's curve through all its runs' evaluations "
+                     "(every β), on the range all its seeds cover, with a 95% t band over seeds; the gap is the vertical "
+                     "distance between two of them, read at the dotted KLs (the fixed grid inside the common range). "
+                     "Dots are single evaluations, thin lines single runs; the dashed black line is the optimum π*_β "
+                     "of the same objective, drawn only up to the KL its estimate is reliable to.")
+_GAP_CAPTION = ("The matched-KL contrasts at the points of the fixed KL grid inside each contrast's common range, with "
+                "pointwise Welch 95% bands (not adjusted): a band that leaves 0 is a pointwise difference, the claims "
+                "are the Holm-adjusted mean-gap rows of the table above.")
 _STATE_TEXT = ("Where DPO's training states (d_D, or those of the behaviour policy μ) and the policy's own states (d_θ) part "
                "ways. An ESS near 1 and a shift ratio near 1 mean the data are still on-policy.")
 _STATE_CAPTION = ("Effective sample size, KL on data vs on policy states and their ratio, state KL, and the "

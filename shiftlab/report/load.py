@@ -80,7 +80,10 @@ def load_study(paths: list[str | os.PathLike], allow_mixed: bool = False) -> Stu
     for d, name in zip(dirs, names):
         rows, bad = read_jsonl(d / RUN_LOG)
         if bad:
-            notes.append(f"run {name}: skipped {bad} unreadable line(s) of {RUN_LOG} (truncated write?)")
+            first = first_unreadable_line(d / RUN_LOG)
+            what = "no line of it could be read" if not rows else "truncated write?"
+            notes.append(f"run {name}: skipped {bad} unreadable line(s) of {d / RUN_LOG}, the first at line {first} "
+                         f"({what})")
         configs[name] = _hashable(flatten_config(_read_yaml(d / "config.yaml")))
         meta = _read_meta(d, name, configs[name], rows)
         metas.append(meta)
@@ -121,6 +124,20 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
             else:
                 bad += 1
     return rows, bad
+
+
+def first_unreadable_line(path: Path) -> int:
+    """The 1-based number of the first non-empty line of a JSON-lines file that is not a JSON object (0: none)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for k, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    return k
+            except json.JSONDecodeError:
+                return k
+    return 0
 
 
 def _hashable(flat: dict[str, Any]) -> dict[str, Any]:
@@ -169,11 +186,16 @@ def _read_yaml(path: Path) -> dict:
 
 def _read_meta(d: Path, name: str, cfg: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
+    problem = ""
     if (d / "run.json").is_file():
         try:
-            meta = json.loads((d / "run.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            meta = {}
+            meta = json.loads((d / "run.json").read_text(encoding="utf-8", errors="replace"))
+        except json.JSONDecodeError as e:
+            problem = f"{d / 'run.json'} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+        if not problem and not isinstance(meta, dict):
+            problem, meta = f"{d / 'run.json'} holds a JSON {type(meta).__name__}, not an object", {}
+    else:
+        problem = f"{d / 'run.json'} is missing"
     source = meta.get("source", cfg.get("source.kind"))
     reference = meta.get("reference", cfg.get("reference.kind"))
     steps = [r.get("step") for r in rows if isinstance(r.get("step"), (int, float))]
@@ -190,6 +212,7 @@ def _read_meta(d: Path, name: str, cfg: dict[str, Any], rows: list[dict]) -> dic
         "last_step": max(steps) if steps else np.nan,
         "wall_time_s": meta.get("wall_time_s", np.nan),
         "overrides": tuple(meta.get("overrides", ())),
+        "meta_problem": problem,
     }
 
 
@@ -202,7 +225,8 @@ def _progress_notes(runs: pd.DataFrame) -> list[str]:
         else:
             progress = f"last step {int(r.last_step)}" + (f" of {int(r.steps)}" if planned else "")
         if r.status == "unknown":
-            notes.append(f"run {r.run} has no readable run.json (status and cell unknown, so it is in no contrast), {progress}")
+            why = getattr(r, "meta_problem", "") or "its run.json records no status"
+            notes.append(f"run {r.run}: {why}, so its status and cell are unknown and it is in no contrast; {progress}")
         elif r.cell == UNKNOWN_CELL:
             notes.append(f"run {r.run}: its run.json records no cell, so it is in no contrast")
         elif r.status != "finished":

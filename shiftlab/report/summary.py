@@ -11,6 +11,7 @@ from shiftlab.cell import MAIN_CELLS
 from shiftlab.report.frontier import Units, build_units, limiting_unit
 from shiftlab.report.gap import ALPHA, POWER
 from shiftlab.report.load import Study
+from shiftlab.report.tables import signed
 
 COVERAGE_SEEDS = 5  # the seeds per cell at which tests/report/test_coverage.py checks the intervals
 NAMES = {"online": "online DPO", "offline": "offline DPO", "trdpo": "trdpo", "oaif": "oaif", "rl": "the RL cell"}
@@ -23,6 +24,23 @@ def contrast_verdicts(table: pd.DataFrame) -> dict[str, str]:
         row = _row(table, "kl_sft_mean", con)
         out[con] = row["verdict"] if row is not None and row["verdict"] else "not available"
     return out
+
+
+def lead_sentence(table: pd.DataFrame) -> str:
+    """The report's first line: the off-policy gap's verdict with its Holm-adjusted interval."""
+    row = _row(table, "kl_sft_mean", "total")
+    if row is None or not np.isfinite(row["estimate"]):
+        why = "" if row is None else f": {row['note'].removeprefix('not available: ')}"
+        return f"The off-policy gap (online − offline DPO at matched KL) is not available{why}."
+    head = (f"Off-policy gap, online − offline DPO (mean eval-reward difference over the common KL(π_θ‖π_sft) range "
+            f"{row['kl_low']:.3g}–{row['kl_high']:.3g} nats): {signed(row['estimate'])}")
+    seeds = f"seeds: {row['seeds_by_cell']}"
+    if not np.isfinite(row["p_adjusted"]):
+        return f"{head} ({seeds}; no interval: too few seeds)."
+    interval = f"Holm-adjusted 95% interval {signed(row['adj_low'])} to {signed(row['adj_high'])}; {seeds}"
+    if row["verdict"] in ("better", "worse"):
+        return f"{head} ({interval}): online DPO does {row['verdict']} than offline DPO at matched KL."
+    return f"{head} ({interval}): inconclusive — the interval includes 0."
 
 
 def write_summary(study: Study, table: pd.DataFrame) -> list[str]:
@@ -82,7 +100,7 @@ def _mean_gap_sentence(row: pd.Series, table: pd.DataFrame, first: str = "online
     if not np.isfinite(row["p_adjusted"]):
         return text + " No interval: too few seeds."
     text += (f" Holm-adjusted over the {m} mean-gap contrast{'s' if m != 1 else ''} stated, p = "
-             f"{row['p_adjusted']:.2g} (adjusted interval {row['adj_low']:+.3f} to {row['adj_high']:+.3f}):")
+             f"{row['p_adjusted']:.2g} (adjusted interval {signed(row['adj_low'])} to {signed(row['adj_high'])}):")
     if row["verdict"] in ("better", "worse"):
         return text + f" {NAMES[first]} does {row['verdict']} on this evidence."
     return text + " inconclusive, the adjusted interval includes 0" + _power_clause(row) + "."
@@ -102,7 +120,7 @@ def _curve_sentence(table: pd.DataFrame, contrast: str) -> str:
     if d.empty:
         return ""
     out = d[(d["ci_low"] > 0) | (d["ci_high"] < 0)]
-    at = ", ".join(f"{k:g} nats ({e:+.3f})" for k, e in zip(out["at"], out["estimate"]))
+    at = ", ".join(f"{k:g} nats ({signed(e)})" for k, e in zip(out["at"], out["estimate"]))
     where = f"excludes 0 at {at}" if len(out) else "includes 0 at every grid point"
     return (f"On the fixed KL grid ({', '.join(f'{k:g}' for k in d['at'])} nats inside the range) the pointwise 95% "
             f"band of online − offline {where}; pointwise bands are not adjusted for multiplicity.")
@@ -146,8 +164,8 @@ def _seed_caveat(table: pd.DataFrame) -> str:
 def _est(row: pd.Series, nest: bool = True) -> str:
     open_, close = (" (", ")") if nest else (", ", "")
     if not np.isfinite(row.get("ci_low", np.nan)):
-        return f"{row['estimate']:+.3f}{open_}no interval: too few seeds{close}"
-    return (f"{row['estimate']:+.3f}{open_}Welch 95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, "
+        return f"{signed(row['estimate'])}{open_}no interval: too few seeds{close}"
+    return (f"{signed(row['estimate'])}{open_}Welch 95% CI {signed(row['ci_low'])} to {signed(row['ci_high'])}, "
             f"p = {row['p']:.2g}{close}")
 
 

@@ -62,7 +62,7 @@ def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             if not np.isfinite(r.estimate):
                 rows.append(row | {"mean gap": r.note, "seeds": r.seeds_by_cell})
                 continue
-            rows.append(row | {"mean gap": f"{r.estimate:+.3f}", "95% CI (Welch)": _ci(r.ci_low, r.ci_high),
+            rows.append(row | {"mean gap": signed(r.estimate), "95% CI (Welch)": _ci(r.ci_low, r.ci_high),
                                "p": _p(r.p), "p (Holm)": _p(r.p_adjusted),
                                "Holm-adjusted CI": _ci(r.adj_low, r.adj_high), "verdict": r.verdict,
                                "seeds": r.seeds_by_cell, "seeds for power 0.8": _needed(r.seeds_needed)})
@@ -74,7 +74,7 @@ def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             row = {"comparison": d["comparison"].iloc[0], "contrast": d["formula"].iloc[0]}
             for r in d.itertuples():
                 if np.isfinite(r.at):
-                    row[f"KL = {r.at:g}"] = f"{r.estimate:+.3f} {_ci(r.ci_low, r.ci_high)}"
+                    row[f"KL = {r.at:g}"] = f"{signed(r.estimate)} {_ci(r.ci_low, r.ci_high)}"
                 else:
                     row["note"] = r.note
             rows.append(row)
@@ -92,7 +92,7 @@ def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             if not np.isfinite(r.estimate):
                 rows.append(row | {"estimate": r.note, "seeds": r.seeds_by_cell})
             else:
-                rows.append(row | {"estimate": f"{r.estimate:+.3f}", "95% CI (Welch)": _ci(r.ci_low, r.ci_high),
+                rows.append(row | {"estimate": signed(r.estimate), "95% CI (Welch)": _ci(r.ci_low, r.ci_high),
                                    "p": _p(r.p), "seeds": r.seeds_by_cell})
         out.append((f"Matched on {axis}{AXIS_HOW[axis]}", pd.DataFrame(rows)))
     return out
@@ -126,20 +126,70 @@ def build_glossary(names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_samples_table(study: Study, per_cell: int = 2, width: int = 160) -> pd.DataFrame:
-    """A few samples of each cell from its runs' last evaluation."""
+SAMPLES_TEXT = ("Each prompt first as π_sft answers it (the step-0 evaluation, where π_θ = π_sft), then as each cell's "
+                "runs answer it at their last evaluation, one row per seed (runs at the study's middle β). One sample "
+                "each at temperature 1, so a row shows what a policy tends to write, not its best; reward is the "
+                "oracle's score of that sample.")
+
+
+def build_samples_table(study: Study, prompts: int = 2, seeds: int = 3) -> pd.DataFrame:
+    """The same eval prompts answered by π_sft and by each cell's runs (up to `seeds` seeds) at their last
+    evaluation, full text."""
     s = study.samples
-    if s.empty or "response" not in s.columns:
+    if s.empty or "response" not in s.columns or "prompt" not in s.columns:
         return pd.DataFrame()
+    shown = _runs_at_middle_beta(study)
     last = s[s["step"] == s.groupby("run")["step"].transform("max")]
+    first = s[s["step"] == 0]
     rows = []
-    for cell in study.cells:
-        for r in last[last["cell"] == cell].head(per_cell).itertuples():
-            rows.append({"cell": cell, "run": r.run, "step": _int(r.step),
-                         "prompt": _clip(getattr(r, "prompt", ""), width),
-                         "response": _clip(getattr(r, "response", ""), width),
-                         "reward": f"{getattr(r, 'reward', np.nan):.3f}"})
+    for prompt in list(dict.fromkeys(first["prompt"] if len(first) else last["prompt"]))[:prompts]:
+        sft = first[first["prompt"] == prompt].head(1)
+        for r in sft.itertuples():
+            rows.append(_sample_row(prompt, "π_sft", "step 0", r))
+        for cell in study.cells:
+            runs = study.runs[(study.runs["cell"] == cell) & study.runs["run"].isin(shown)]
+            for run in runs.sort_values("seed", key=_seed_key)["run"].head(seeds):
+                hit = last[(last["run"] == run) & (last["prompt"] == prompt)].head(1)
+                for r in hit.itertuples():
+                    seed = study.runs.set_index("run").at[run, "seed"]
+                    rows.append(_sample_row(prompt, cell, f"seed {seed}, step {_int(r.step)}", r))
     return pd.DataFrame(rows)
+
+
+def format_shortfall(short: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell, one column per KL grid point where the optimum is estimated: optimum − frontier."""
+    d = short.dropna(subset=["optimum"])
+    if d.empty:
+        return pd.DataFrame({"note": ["the optimum is not reliable at any point of the KL grid"]})
+    best = d.groupby("kl")["optimum"].first()
+    rows = [{"": "optimum π*_β (reward)", **{f"KL = {k:g}": f"{v:.3f}" for k, v in best.items()}}]
+    for cell, g in d.groupby("cell", sort=False):
+        rows.append({"": f"{cell}: shortfall", **{f"KL = {r.kl:g}": "—" if not np.isfinite(r.shortfall)
+                                                  else signed(r.shortfall) for r in g.itertuples()}})
+    return pd.DataFrame(rows)
+
+
+def signed(x: float, digits: int = 3) -> str:
+    """`x` with an explicit sign, the minus a true minus (−) so that columns of mixed signs line up."""
+    return "—" if not np.isfinite(x) else f"{x:+.{digits}f}".replace("-", "\u2212")
+
+
+def _sample_row(prompt: str, who: str, when: str, r) -> dict:
+    return {"prompt": prompt, "policy": who, "run": when, "response": str(getattr(r, "response", "")).strip(),
+            "reward": f"{getattr(r, 'reward', np.nan):.3f}"}
+
+
+def _runs_at_middle_beta(study: Study) -> set[str]:
+    betas = {r: study.configs.get(r, {}).get("loss.beta") for r in study.runs["run"]}
+    values = sorted({b for b in betas.values() if isinstance(b, (int, float))})
+    if not values:
+        return set(study.runs["run"])
+    middle = values[len(values) // 2]
+    return {r for r, b in betas.items() if b == middle or not isinstance(b, (int, float))}
+
+
+def _seed_key(seeds: pd.Series) -> pd.Series:
+    return pd.to_numeric(seeds, errors="coerce")
 
 
 def _common_config(configs: dict[str, dict]) -> dict[str, str]:
@@ -158,7 +208,7 @@ def _pm(ev: pd.Series, name: str) -> str:
 
 
 def _ci(lo: float, hi: float) -> str:
-    return "—" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{lo:+.3f}, {hi:+.3f}]"
+    return "—" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{signed(lo)}, {signed(hi)}]"
 
 
 def _needed(n: float) -> str:

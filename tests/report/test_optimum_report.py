@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from synthetic_runs import write_run
 
+from shiftlab.report.frontier_plots import plot_frontier
 from shiftlab.report.load import ReportError, load_study
 from shiftlab.report.optimum import (
     COLUMNS,
@@ -22,7 +23,6 @@ from shiftlab.report.optimum import (
     reliable_kl,
     shortfall,
 )
-from shiftlab.report.plots import plot_frontier
 
 
 def _optimum_rows(key: str, scale: float, upto: float, sft: str = "s0", gold: bool = True) -> list[dict]:

@@ -228,7 +228,7 @@ def test_report_html_is_self_contained_and_says_what_is_missing(report_dir):
     page = (report_dir / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.IGNORECASE)
     assert "<link" not in page and "<script" not in page
-    assert page.count('src="data:image/png;base64,') == 6
+    assert page.count('src="data:image/png;base64,') == 7
     assert "has status running, last step 60 of 100" in page
     assert "eval/c2st_acc is missing in run sweep/99" in page
     assert "off-policy gap" in page and "Summary" in page
