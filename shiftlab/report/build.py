@@ -59,7 +59,8 @@ def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
         methods.methods_section(GAP_METHOD),
         Section("Configuration", paragraphs=[methods.CONFIG_TEXT],
                 tables=[("Settings of the study's runs", methods.build_config_table(study))]),
-        Section("Runs", tables=[(_RUNS_CAPTION, tables.build_run_table(study))]),
+        Section("Runs", paragraphs=[tables.describe_run_time(study)],
+                tables=[(_RUNS_CAPTION, tables.build_run_table(study))]),
         Section("Data notes", bullets=study.notes + anomalies.find_anomalies(study) + tables.missing_metrics(study)
                 or ["every run finished and logged every divergence column"]),
         Section("Data files", paragraphs=["The numbers behind every figure and table, beside this report:"],

@@ -46,6 +46,18 @@ def build_run_table(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def describe_run_time(study: Study) -> str:
+    """How long the study's runs took, per cell and in all (Σ of each run's wall time from run.json)."""
+    t = study.runs.dropna(subset=["wall_time_s"])
+    if t.empty:
+        return "No run recorded its wall time."
+    per_cell = "; ".join(f"{c} {g.sum() / 60:.1f} min over {len(g)} run{'s' * (len(g) > 1)} (median "
+                         f"{g.median() / 60:.1f})" for c, g in t.groupby("cell", sort=False)["wall_time_s"])
+    return (f"Run time: {t['wall_time_s'].sum() / 3600:.2f} h in all over {len(t)} runs (Σ of each run's wall time, "
+            f"one after another; a sweep's own wall time adds what its first runs wait for: π_sft, each seed's offline "
+            f"set and optimum draw): {per_cell}.")
+
+
 def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The gap table for reading, as (caption, table) pairs: the mean gap (the claims), the gap curve on the KL
     grid (one column per grid point), and the matched-step / matched-label rows; 'not available: why' where a

@@ -310,3 +310,11 @@ def test_the_report_uses_the_cell_the_run_recorded_and_derives_none(tmp_path):
     assert cells["sweep/8"] == "oaif" and cells["sweep/9"] == "unknown"
     assert study.cells == ["offline", "oaif", "online", "unknown"]
     assert "run sweep/9: its run.json records no cell, so it is in no contrast" in study.notes
+
+
+def test_the_runs_section_says_how_long_the_study_took(report_dir):
+    md = (report_dir / "report.md").read_text()
+    runs = pd.read_csv(report_dir / "runs.csv")
+    total = runs["wall_time_s"].sum() / 3600
+    assert f"Run time: {total:.2f} h in all over {runs['wall_time_s'].notna().sum()} runs" in md
+    assert "offline " in md.split("Run time:")[1].split("\n")[0]
