@@ -41,13 +41,17 @@ def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
     out_dir = Path(cfg.out) / (cfg.name or default_name(paths))
     cells = study.cells
     gap = compute_gap_table(study.evals, cells, higher_is_better=direction(REWARD) != "lower")
+    gold = gold_gap_table(study)
     frontier = build_frontier_table(study, cfg.kl_grid)
     best = optimum.load_optimum(study)
     short = optimum.shortfall(frontier, best, KL_GRID) if not frontier.empty else pd.DataFrame()
     out_dir.mkdir(parents=True, exist_ok=True)
     files = write_data_files(out_dir, study, gap, frontier, short)
+    if not gold.empty:
+        write_gap_csv(gold, out_dir / "gold_gap.csv")
+        files.insert(1, ("gold_gap.csv", "gap.csv's contrasts with the gold judge's reward in place of the oracle's"))
     sections = [
-        _gap_section(study, gap),
+        _gap_section(study, gap, gold),
         _optimum_section(short, best),
         Section("KL over training", figures=[Plot("kl_curves", plots.plot_kl_curves(
             study.evals, study.events, study.train, cells), _KL_CAPTION, ("evals.csv",))]),
@@ -75,9 +79,19 @@ def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
                             tables=[("From shiftlab.metrics", tables.build_glossary(shown))]))
     subtitle = (f"{len(study.runs)} run(s) from {', '.join(map(str, paths))} · generated "
                 f"{dt.datetime.now():%Y-%m-%d %H:%M} · shiftlab {__version__}")
-    lead = _lead_section(study, gap, frontier, best)
-    return write_report(out_dir, f"shiftlab report: {out_dir.name}", write_summary(study, gap), sections, subtitle,
+    lead = _lead_section(study, gap, gold, frontier, best)
+    return write_report(out_dir, f"shiftlab report: {out_dir.name}", write_summary(study, gap, gold), sections, subtitle,
                         lead=lead)
+
+
+def gold_gap_table(study: Study) -> pd.DataFrame:
+    """The gap table with the gold judge's reward (eval/gold_reward) in place of the oracle's: where the proxy the
+    cells were trained on and a judge they never saw disagree, the proxy's gap is over-optimisation, not skill.
+    Empty when no run logs a gold reward."""
+    ev = study.evals
+    if GOLD_REWARD not in ev.columns or ev[GOLD_REWARD].isna().all():
+        return pd.DataFrame()
+    return compute_gap_table(ev.assign(**{REWARD: ev[GOLD_REWARD]}), study.cells)
 
 
 def write_data_files(out_dir: Path, study: Study, gap: pd.DataFrame, frontier: pd.DataFrame,
@@ -132,18 +146,19 @@ def _optimum_at(study: Study, kl: np.ndarray) -> np.ndarray:
     return optimum.optimum_at(optimum.load_optimum(study), kl)
 
 
-def _lead_section(study: Study, gap: pd.DataFrame, frontier: pd.DataFrame, best: pd.DataFrame) -> Section:
+def _lead_section(study: Study, gap: pd.DataFrame, gold: pd.DataFrame, frontier: pd.DataFrame,
+                  best: pd.DataFrame) -> Section:
     """The finding first: one verdict sentence with its interval, then the frontier it is read from."""
     main = [c for c in MAIN_CELLS if c in study.cells]
     span = common_range(build_units(study.evals), main) if main else "no 2x2 cell present"
     marks = [k for k in KL_GRID if not isinstance(span, str) and span[0] <= k <= span[1]]
     curves = frontier.rename(columns={"reward": "value"})
     figure = frontier_plots.plot_frontier(study.evals, curves, study.cells, optimum=best, marks_kl=marks)
-    return Section("Finding", paragraphs=[lead_sentence(gap)], figures_first=True,
+    return Section("Finding", paragraphs=[lead_sentence(gap, gold)], figures_first=True,
                    figures=[Plot("frontier", figure, _FRONTIER_CAPTION, ("frontier.csv", "evals.csv"))])
 
 
-def _gap_section(study: Study, gap: pd.DataFrame) -> Section:
+def _gap_section(study: Study, gap: pd.DataFrame, gold: pd.DataFrame) -> Section:
     cells = study.cells
     main = [c for c in MAIN_CELLS if c in cells]
     units = build_units(study.evals)
@@ -156,7 +171,7 @@ def _gap_section(study: Study, gap: pd.DataFrame) -> Section:
     return Section(
         "The off-policy gap",
         paragraphs=[text] + ([budget] if budget else []),
-        tables=tables.format_gap_tables(gap),
+        tables=tables.format_gap_tables(gap) + tables.format_gold_table(gold),
         figures=[Plot("gap_curve", frontier_plots.plot_gap_curve(compute_gap_curve(gap)), _GAP_CAPTION, ("gap.csv",))])
 
 

@@ -26,8 +26,19 @@ def contrast_verdicts(table: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def lead_sentence(table: pd.DataFrame) -> str:
-    """The report's first line: the off-policy gap's verdict with its Holm-adjusted interval."""
+def lead_sentence(table: pd.DataFrame, gold: pd.DataFrame | None = None) -> str:
+    """The report's first line: the off-policy gap's verdict with its Holm-adjusted interval, and the gold judge's
+    where there is one (a proxy's gap that the gold judge does not see is over-optimisation, not skill)."""
+    text = _proxy_lead(table)
+    row = None if gold is None else _row(gold, "kl_sft_mean", "total")
+    if row is None or not np.isfinite(row["estimate"]) or not np.isfinite(row["p_adjusted"]):
+        return text
+    verdict = f"online DPO does {row['verdict']}" if row["verdict"] in ("better", "worse") else "inconclusive"
+    return (f"{text} Scored by the gold judge no cell trained on, the same gap is {signed(row['estimate'])} "
+            f"(Holm-adjusted 95% interval {signed(row['adj_low'])} to {signed(row['adj_high'])}): {verdict}.")
+
+
+def _proxy_lead(table: pd.DataFrame) -> str:
     row = _row(table, "kl_sft_mean", "total")
     if row is None or not np.isfinite(row["estimate"]):
         why = "" if row is None else f": {row['note'].removeprefix('not available: ')}"
@@ -43,8 +54,8 @@ def lead_sentence(table: pd.DataFrame) -> str:
     return f"{head} ({interval}): inconclusive — the interval includes 0."
 
 
-def write_summary(study: Study, table: pd.DataFrame) -> list[str]:
-    """Sentences for the top of the report, in reading order."""
+def write_summary(study: Study, table: pd.DataFrame, gold: pd.DataFrame | None = None) -> list[str]:
+    """Sentences for the top of the report, in reading order; `gold` is the same table on the gold judge's reward."""
     units = build_units(study.evals)
     lines = [_describe_cells(study)]
     row = _row(table, "kl_sft_mean", "total")
@@ -55,6 +66,7 @@ def write_summary(study: Study, table: pd.DataFrame) -> list[str]:
         lines.append(_mean_gap_sentence(row, table) + _limit_sentence(study, units))
         lines.append(_curve_sentence(table, "total"))
         lines.append(_decomposition_sentence(table))
+        lines.append(_gold_sentence(gold))
     r = _row(table, "step", "total")
     if r is not None and np.isfinite(r["estimate"]):
         lines.append(f"At the last step every compared run reached ({r['at']:.0f}) the gap is {_est(r)}; that compares "
@@ -136,6 +148,17 @@ def _limit_sentence(study: Study, units: Units) -> str:
     if running:
         text += f" Its run(s) {', '.join(running)} are not finished: the range will grow as they progress."
     return text
+
+
+def _gold_sentence(gold: pd.DataFrame | None) -> str:
+    row = None if gold is None else _row(gold, "kl_sft_mean", "total")
+    if row is None or not np.isfinite(row["estimate"]):
+        return ""
+    verdict = (f"{NAMES['online']} does {row['verdict']}" if row["verdict"] in ("better", "worse")
+               else "inconclusive, the adjusted interval includes 0")
+    return (f"Scored by the gold judge instead of the oracle (eval/gold_reward, which no cell trained on), the same "
+            f"mean gap is {_est(row)}; Holm-adjusted p = {row['p_adjusted']:.2g} (adjusted interval "
+            f"{signed(row['adj_low'])} to {signed(row['adj_high'])}): {verdict}.")
 
 
 def _decomposition_sentence(table: pd.DataFrame) -> str:

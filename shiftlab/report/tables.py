@@ -110,6 +110,18 @@ def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
+GOLD_CAPTION = ("The same mean gaps scored by the gold judge (eval/gold_reward: the world's grammar, which the oracle "
+                "that labelled the pairs is not) over the same KL ranges; Holm-adjusted within these rows (gold_gap.csv)")
+
+
+def format_gold_table(gold: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The gold judge's mean-gap rows as one (caption, table) pair; nothing without a gold reward."""
+    if gold.empty:
+        return []
+    mean = [t for caption, t in format_gap_tables(gold[gold["axis"] == "kl_sft_mean"]) if caption == MEAN_CAPTION]
+    return [(GOLD_CAPTION, mean[0])] if mean else []
+
+
 def missing_metrics(study: Study, names: tuple[str, ...] = DIVERGENCES) -> list[str]:
     """Sentences naming the divergence columns that some or all runs did not log (absent or null)."""
     if len(study.evals) == 0:

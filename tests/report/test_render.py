@@ -62,3 +62,16 @@ def test_the_lead_sentence_gives_the_verdict_with_its_adjusted_interval():
     better = lead_sentence(pd.DataFrame([row | {"estimate": 0.1, "adj_low": 0.02, "adj_high": 0.18,
                                                 "verdict": "better", "p_adjusted": 0.01}]))
     assert better.endswith("online DPO does better than offline DPO at matched KL.")
+
+
+def test_the_lead_sentence_adds_the_gold_judges_verdict():
+    from shiftlab.report.summary import lead_sentence
+
+    row = {"axis": "kl_sft_mean", "contrast": "total", "estimate": 0.1, "kl_low": 0.0, "kl_high": 8.0,
+           "p_adjusted": 0.01, "adj_low": 0.02, "adj_high": 0.18, "verdict": "better",
+           "seeds_by_cell": "online 3, offline 3", "note": ""}
+    gold = pd.DataFrame([row | {"estimate": -0.01, "adj_low": -0.06, "adj_high": 0.04, "verdict": "inconclusive",
+                                "p_adjusted": 0.44}])
+    text = lead_sentence(pd.DataFrame([row]), gold)
+    assert "does better than offline DPO" in text
+    assert text.endswith("the same gap is \u22120.010 (Holm-adjusted 95% interval \u22120.060 to +0.040): inconclusive.")

@@ -318,3 +318,16 @@ def test_the_runs_section_says_how_long_the_study_took(report_dir):
     total = runs["wall_time_s"].sum() / 3600
     assert f"Run time: {total:.2f} h in all over {runs['wall_time_s'].notna().sum()} runs" in md
     assert "offline " in md.split("Run time:")[1].split("\n")[0]
+
+
+def test_the_gold_judge_gets_the_same_contrasts_and_a_sentence(gap_study):
+    from shiftlab.report.build import gold_gap_table
+
+    study = load_study([gap_study])
+    assert gold_gap_table(study).empty  # no run logs a gold reward
+    study.evals["eval/gold_reward"] = study.evals["eval/reward"] - 0.5  # a judge one constant below the oracle
+    gold, proxy = gold_gap_table(study), compute_gap_table(study.evals, study.cells)
+    g, p = _row(gold, "kl_sft_mean", "total"), _row(proxy, "kl_sft_mean", "total")
+    assert g["estimate"] == pytest.approx(p["estimate"]) and g["verdict"] == p["verdict"] == "better"
+    lines = write_summary(study, proxy, gold)
+    assert any(s.startswith("Scored by the gold judge") and "online DPO does better" in s for s in lines)
