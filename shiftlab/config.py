@@ -326,16 +326,31 @@ class ShiftlabConfig:
     resume: str | None = None  # true: continue the run in hydra.run.dir from its last checkpoint; or a run directory
 
 
+def prompts_for_reuse(sample_every: int, batch_size: int, uses: int) -> int:
+    """Prompts per on-policy round such that each of its pairs (one per prompt under best_vs_worst, before ties)
+    serves `uses` optimizer steps' worth of batches over the round's `sample_every` steps:
+    sample_every · batch_size / uses. It holds the labelling budget and the reuse of every pair fixed while
+    `source.sample_every` alone changes how stale the pairs are (conf/experiment/staleness.yaml)."""
+    sample_every, batch_size, uses = int(sample_every), int(batch_size), int(uses)
+    if uses < 1 or (sample_every * batch_size) % uses:
+        raise ValueError(f"prompts_for_reuse: source.sample_every × source.batch_size = {sample_every * batch_size} "
+                         f"is not a multiple of uses = {uses}")
+    return sample_every * batch_size // uses
+
+
 def register_configs() -> None:
-    """Register the schema (`conf/train.yaml` names it first in its defaults list) and two resolvers:
-    `${cell:${source.kind},${reference.kind},${loss.kind}}` names Hydra's run directory by what the run does, and
-    `${threads_per_run:2}` sets `threads` from the launcher. Hydra hands registered resolvers to the processes a
+    """Register the schema (`conf/train.yaml` names it first in its defaults list) and three resolvers:
+    `${cell:${source.kind},${reference.kind},${loss.kind}}` names Hydra's run directory by what the run does,
+    `${threads_per_run:2}` sets `threads` from the launcher, and `${prompts_for_reuse:...}` sizes an on-policy
+    round for a fixed reuse of its pairs. Hydra hands registered resolvers to the processes a
     parallel launcher starts (`Singleton.get_state` carries them), so both resolve there too."""
     ConfigStore.instance().store(name="shiftlab_schema", node=ShiftlabConfig)
     if not OmegaConf.has_resolver("cell"):
         OmegaConf.register_new_resolver("cell", derive_cell)
     if not OmegaConf.has_resolver("threads_per_run"):
         OmegaConf.register_new_resolver("threads_per_run", threads_per_run)
+    if not OmegaConf.has_resolver("prompts_for_reuse"):
+        OmegaConf.register_new_resolver("prompts_for_reuse", prompts_for_reuse)
 
 
 # "Which variant" is `kind` in every group. The old keys stay in the schema as null placeholders, so `loss.name=ipo` (or

@@ -181,3 +181,20 @@ def test_auto_speed_options_resolve_to_the_fastest_valid_path(overrides, packing
     assert resolve_speed_path(compose_config(overrides)) == SpeedPath(packing, precompute)
 
 
+
+
+@pytest.mark.parametrize("every,prompts", [(4, 32), (25, 200), (200, 1600)])
+def test_the_staleness_experiment_holds_budget_and_reuse_fixed(every, prompts):
+    cfg = compose_config(["+experiment=staleness", f"source.sample_every={every}"], tiny=False)
+    assert cfg.source.kind == SourceKind.onpolicy and cfg.reference.kind == ReferenceKind.hard
+    assert cfg.source.prompts_per_round == prompts  # every pair serves 4 steps' worth of batches
+    rounds = -(-cfg.train.steps // every)
+    assert rounds * prompts * cfg.source.k == 6400  # the offline set's labelling budget
+
+
+def test_prompts_for_reuse_refuses_a_round_that_does_not_divide():
+    from shiftlab.config import prompts_for_reuse
+
+    assert prompts_for_reuse(10, 32, 4) == 80
+    with pytest.raises(ValueError, match="not a multiple of uses = 3"):
+        prompts_for_reuse(1, 32, 3)

@@ -11,6 +11,7 @@ browser.py the written report in headless Chromium: errors, images, overflow, sc
 methods.py how each number is estimated; the study's configuration table
 anomalies.py data notes: runs far slower than their cell's, undefined values and why
 colours.py cell colours, markers and line styles, checked under colour-blind simulation
+staleness.py a staleness study: levels of source.sample_every, each against offline DPO, the trend across them
 """
 
 from shiftlab.report.load import ReportError, Study, load_study

@@ -11,13 +11,13 @@ import pandas as pd
 from shiftlab import __version__
 from shiftlab.cell import MAIN_CELLS
 from shiftlab.metrics import direction
-from shiftlab.report import anomalies, frontier_plots, methods, optimum, plots, tables
+from shiftlab.report import anomalies, frontier_plots, methods, optimum, plots, staleness, tables
 from shiftlab.report.frontier import GOLD_REWARD, REWARD, build_units, common_range, compute_frontiers, limiting_unit
 from shiftlab.report.load import Study, load_study
 from shiftlab.report.options import PlotConfig, ReportConfig, default_name
 from shiftlab.report.render import Plot, Section, write_figure, write_report
 from shiftlab.report.stats import KL_GRID, compute_gap_curve, compute_gap_table, describe_label_budget, write_gap_csv
-from shiftlab.report.summary import lead_sentence, write_summary
+from shiftlab.report.summary import lead_sentence, staleness_lead, staleness_summary, write_summary
 
 GAP_METHOD = (
     "How the gap is computed. The unit is a (cell, seed): the seed's runs over the β grid are pooled. Each unit's "
@@ -39,9 +39,19 @@ def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
     `paths`."""
     study = load_study(paths, allow_mixed=cfg.allow_mixed)
     out_dir = Path(cfg.out) / (cfg.name or default_name(paths))
+    levels = staleness.find_levels(study)
+    if levels:  # a staleness study: each (on-policy cell, sample_every) is a cell of its own from here on
+        study = staleness.split_levels(study, levels)
     cells = study.cells
-    gap = compute_gap_table(study.evals, cells, higher_is_better=direction(REWARD) != "lower")
-    gold = gold_gap_table(study)
+    higher = direction(REWARD) != "lower"
+    if levels:
+        gap = staleness.compute_staleness_table(study.evals, levels, higher_is_better=higher)
+        gold = (staleness.compute_staleness_table(study.evals, levels, GOLD_REWARD)
+                if GOLD_REWARD in study.evals.columns and study.evals[GOLD_REWARD].notna().any() else pd.DataFrame())
+        state = staleness.state_shift_table(study.evals, levels)
+    else:
+        gap = compute_gap_table(study.evals, cells, higher_is_better=higher)
+        gold, state = gold_gap_table(study), pd.DataFrame()
     frontier = build_frontier_table(study, cfg.kl_grid)
     best = optimum.load_optimum(study)
     short = optimum.shortfall(frontier, best, KL_GRID) if not frontier.empty else pd.DataFrame()
@@ -51,8 +61,8 @@ def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
         write_gap_csv(gold, out_dir / "gold_gap.csv")
         files.insert(1, ("gold_gap.csv", "gap.csv's contrasts with the gold judge's reward in place of the oracle's"))
     sections = [
-        _gap_section(study, gap, gold),
-        _optimum_section(short, best),
+        _staleness_section(study, levels, gap, gold, state) if levels else _gap_section(study, gap, gold),
+        _optimum_section(short, best, study),
         Section("KL over training", figures=[Plot("kl_curves", plots.plot_kl_curves(
             study.evals, study.events, study.train, cells), _KL_CAPTION, ("evals.csv",))]),
         _state_section(study),
@@ -79,9 +89,15 @@ def build_report(paths: list[str], cfg: ReportConfig) -> tuple[Path, Path]:
                             tables=[("From shiftlab.metrics", tables.build_glossary(shown))]))
     subtitle = (f"{len(study.runs)} run(s) from {', '.join(map(str, paths))} · generated "
                 f"{dt.datetime.now():%Y-%m-%d %H:%M} · shiftlab {__version__}")
-    lead = _lead_section(study, gap, gold, frontier, best)
-    return write_report(out_dir, f"shiftlab report: {out_dir.name}", write_summary(study, gap, gold), sections, subtitle,
-                        lead=lead)
+    if levels:
+        dial = Plot("staleness", frontier_plots.plot_staleness(gap, gold, state, levels), _STALENESS_CAPTION,
+                    ("gap.csv", "gold_gap.csv", "evals.csv"))
+        lead = _lead_section(study, gap, gold, frontier, best, sentence=staleness_lead(gap),
+                             cells=[*(lv.name for lv in levels), staleness.REFERENCE], first=[dial])
+        summary = staleness_summary(study, gap, gold, state, levels)
+    else:
+        lead, summary = _lead_section(study, gap, gold, frontier, best), write_summary(study, gap, gold)
+    return write_report(out_dir, f"shiftlab report: {out_dir.name}", summary, sections, subtitle, lead=lead)
 
 
 def gold_gap_table(study: Study) -> pd.DataFrame:
@@ -147,15 +163,18 @@ def _optimum_at(study: Study, kl: np.ndarray) -> np.ndarray:
 
 
 def _lead_section(study: Study, gap: pd.DataFrame, gold: pd.DataFrame, frontier: pd.DataFrame,
-                  best: pd.DataFrame) -> Section:
-    """The finding first: one verdict sentence with its interval, then the frontier it is read from."""
-    main = [c for c in MAIN_CELLS if c in study.cells]
+                  best: pd.DataFrame, sentence: str | None = None, cells: list[str] | None = None,
+                  first: list[Plot] = ()) -> Section:
+    """The finding first: one verdict sentence with its interval (`sentence`, or the off-policy gap's), then the
+    figures `first` (a staleness study's dial), then the frontier it is read from, its matched KLs those of the
+    range `cells` share (default: the 2x2 cells)."""
+    main = cells if cells is not None else [c for c in MAIN_CELLS if c in study.cells]
     span = common_range(build_units(study.evals), main) if main else "no 2x2 cell present"
     marks = [k for k in KL_GRID if not isinstance(span, str) and span[0] <= k <= span[1]]
     curves = frontier.rename(columns={"reward": "value"})
     figure = frontier_plots.plot_frontier(study.evals, curves, study.cells, optimum=best, marks_kl=marks)
-    return Section("Finding", paragraphs=[lead_sentence(gap, gold)], figures_first=True,
-                   figures=[Plot("frontier", figure, _FRONTIER_CAPTION, ("frontier.csv", "evals.csv"))])
+    return Section("Finding", paragraphs=[sentence or lead_sentence(gap, gold)], figures_first=True,
+                   figures=[*first, Plot("frontier", figure, _FRONTIER_CAPTION, ("frontier.csv", "evals.csv"))])
 
 
 def _gap_section(study: Study, gap: pd.DataFrame, gold: pd.DataFrame) -> Section:
@@ -175,14 +194,45 @@ def _gap_section(study: Study, gap: pd.DataFrame, gold: pd.DataFrame) -> Section
         figures=[Plot("gap_curve", frontier_plots.plot_gap_curve(compute_gap_curve(gap)), _GAP_CAPTION, ("gap.csv",))])
 
 
-def _optimum_section(short: pd.DataFrame, best: pd.DataFrame) -> Section:
+def _staleness_section(study: Study, levels: list, gap: pd.DataFrame, gold: pd.DataFrame,
+                       state: pd.DataFrame) -> Section:
+    names = [lv.name for lv in levels]
+    units = build_units(study.evals)
+    span = common_range(units, [*names, staleness.REFERENCE])
+    text = (f"Each level is the online cell with a sampling round every `source.sample_every` optimizer steps; a "
+            f"round draws enough prompts that every pair serves the same number of steps and every run spends the "
+            f"same labelling budget, so only how stale the pairs are changes (conf/experiment/staleness.yaml). The "
+            f"KL range every seed of every level and of offline DPO covers is {span[0]:.3g} to {span[1]:.3g} nats; "
+            f"its top is set by {limiting_unit(units, [*names, staleness.REFERENCE])[0]}. Gaps are differences in "
+            f"eval/reward, positive when the level scores higher than offline DPO; the trend is the least-squares "
+            f"slope of the levels' frontier means on log2(sample_every), a linear contrast of seed-level values with a "
+            f"Welch interval like every other (report/staleness.py)."
+            if not isinstance(span, str) else f"No KL range shared by every level and offline DPO: {span}.")
+    means = staleness.level_frontier_means(study.evals, levels)
+    return Section(
+        "Off-policyness as a dial",
+        paragraphs=[text],
+        tables=tables.format_gap_tables(gap) + tables.format_gold_table(gold)
+        + [("Each level's frontier averaged over the shared KL range (eval/reward; 95% t interval over seeds)",
+            tables.format_level_means(means)),
+           ("State shift: each run's mean eval/state_kl (nats) over its evaluations after step 0; per level the mean "
+            "over seeds with a 95% t interval, and its trend per doubling of sample_every (Welch 95% CI)",
+            tables.format_level_means(state))])
+
+
+def _optimum_section(short: pd.DataFrame, best: pd.DataFrame, study: Study) -> Section:
+    law = [("Over-optimisation law R(d) = d(α − b·log d), d = √KL(π_θ‖π_sft), fitted per cell to every evaluation's "
+            "gain over its run's step 0 (least squares; descriptive, no interval)", tables.format_law(
+                optimum.fit_cells(study.evals), optimum.fit_cells(study.evals, GOLD_REWARD)
+                if GOLD_REWARD in study.evals.columns else None, study.cells))]
+    law = law if len(law[0][1]) else []
     if best.empty:
         return Section("The optimum of the objective", paragraphs=[
             "No run wrote optimum.jsonl (eval.optimum_samples = 0, or runs from before the optimum stage existed), "
-            "so the optimum frontier and each cell's shortfall from it are not available."])
-    return Section("The optimum of the objective", paragraphs=[methods.optimum_text(best)],
+            "so the optimum frontier and each cell's shortfall from it are not available.", _LAW_TEXT], tables=law)
+    return Section("The optimum of the objective", paragraphs=[methods.optimum_text(best), _LAW_TEXT],
                    tables=[("Shortfall from the optimum at matched KL (optimum − cell frontier; eval/reward)",
-                            tables.format_shortfall(short))])
+                            tables.format_shortfall(short)), *law])
 
 
 def _state_section(study: Study) -> Section:
@@ -214,6 +264,17 @@ _KL_CAPTION = ("Top: KL(π_θ‖π_ref) — it drops to 0 at a hard refresh by c
                "reference refreshes, one labelled row per cell. A cell trained on a fixed offline set spends its "
                "whole budget at step 0, so on the right it is a vertical range of all its evaluations at that budget. "
                "The y axis is symlog when the cells' KLs differ by an order of magnitude.")
+_LAW_TEXT = ("Rafailov et al. (2024) found direct alignment's reward against d = √KL to follow the over-optimisation "
+             "law Gao et al. (2023) fitted to RL, R(d) = d(α − b·log d): rising, peaking at d* = exp(α/b − 1), then "
+             "falling. Its fit per cell below, to the oracle's reward and to the gold judge's: a peak KL inside the "
+             "range a cell reached says that cell went past its best; b ≤ 0 means no peak (still rising). The fit "
+             "pools seeds and β values and has no interval: read it as a description, not a test.")
+_STALENESS_CAPTION = ("Left: each staleness level's mean reward gap to offline DPO over the KL range all levels share, "
+                      "scored by the oracle the pairs were labelled with and by the gold judge, with pointwise Welch "
+                      "95% intervals (the tables under Off-policyness as a dial give the Holm-adjusted ones); a flat "
+                      "line is robustness to stale samples. Right: how far the policy's states are from those of the "
+                      "behaviour policy μ that sampled its training pairs, per run averaged over its evaluations; "
+                      "offline DPO's μ is π_sft.")
 _DPO_CAPTION = ("Implicit-reward margins and accuracies, and the log-likelihoods of chosen and rejected responses "
                 "(likelihood displacement: both can fall while the margin grows).")
 _RUNS_CAPTION = ("One row per run: configuration differences from the most common value, progress, and the last "

@@ -30,6 +30,13 @@ CELL_LINESTYLES = {"offline": "-", "trdpo": (0, (5, 2)), "oaif": (0, (6, 2, 1.5,
 EXTRA_COLOURS = ("#555555", "#999999", "#333333")
 EXTRA_MARKERS = ("v", "P", "*")
 EXTRA_LINESTYLES = ((0, (3, 1, 1, 1)), (0, (2, 3)), (0, (10, 3)))
+# staleness levels ("online every 4", …, report/staleness.py): an ordered quantity, so a sequential palette (inferno,
+# 0.2–0.85: dark = freshest), its pairs ≥ 16 ΔE apart under every VISION and away from offline's blue; each level
+# also has its own marker and line style
+LEVEL_COLOURS = ("#420a68", "#8c2369", "#cc4248", "#f37819", "#fbbe23")
+LEVEL_MARKERS = ("D", "v", "P", "*", "h")
+LEVEL_LINESTYLES = ((0, (1.5, 1.5)), "-", (0, (5, 2)), (0, (6, 2, 1.5, 2)), (0, (8, 2, 1.5, 2, 1.5, 2)))
+LEVEL_SEPARATOR = " every "
 
 # Machado et al. (2009), severity 1.0, applied to linear RGB
 _CVD = {
@@ -92,11 +99,17 @@ def min_pairwise_delta_e(colours: list[str]) -> tuple[float, str, str, Vision]:
 
 
 def cell_style(cells: list[str]) -> dict[str, dict]:
-    """color / marker / linestyle per cell: fixed for the design's cells, stable for others (sorted order)."""
-    extra = sorted(set(cells) - set(CELL_ORDER))
+    """color / marker / linestyle per cell: fixed for the design's cells, sequential for staleness levels (ordered
+    by their sampling interval), stable for others (sorted order)."""
+    levels = sorted((c for c in set(cells) if LEVEL_SEPARATOR in c and c.rsplit(" ", 1)[-1].isdigit()),
+                    key=lambda c: (c.split(LEVEL_SEPARATOR)[0], int(c.rsplit(" ", 1)[-1])))
+    extra = sorted(set(cells) - set(CELL_ORDER) - set(levels))
     out = {}
     for c in cells:
-        if c in CELL_COLOURS:
+        if c in levels:
+            k = levels.index(c) % len(LEVEL_COLOURS)
+            out[c] = {"color": LEVEL_COLOURS[k], "marker": LEVEL_MARKERS[k], "linestyle": LEVEL_LINESTYLES[k]}
+        elif c in CELL_COLOURS:
             out[c] = {"color": CELL_COLOURS[c], "marker": CELL_MARKERS[c], "linestyle": CELL_LINESTYLES[c]}
         else:
             k = extra.index(c)

@@ -138,3 +138,59 @@ def plot_gap_curve(gap: pd.DataFrame) -> Figure:
     ax.legend(fontsize=8)
     ax.set_title("Reward difference at matched KL (pointwise 95% Welch band over seeds)")
     return fig
+
+
+def plot_staleness(gap: pd.DataFrame, gold: pd.DataFrame, state: pd.DataFrame, levels: Sequence) -> Figure:
+    """Off-policyness as a dial (report/staleness.py). Left: each staleness level's mean gap to the offline cell
+    over the shared KL range, proxy (oracle) and gold judge, with Welch 95% intervals (not adjusted). Right: the
+    run-mean state KL of each level with t intervals over seeds, the offline cell's as a horizontal band."""
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    every = {lv.name: lv.every for lv in levels}
+    for table, label, colour, marker, shift in ((gap, "oracle (proxy) reward", "#D55E00", "D", 0.97),
+                                                (gold, "gold judge's reward", "#009E73", "s", 1.03)):
+        if table.empty:
+            continue
+        d = table[(table["axis"] == "kl_sft_mean") & table["contrast"].str.startswith("every")]
+        d = d[np.isfinite(d["estimate"].astype(float))]
+        if d.empty:
+            continue
+        x = np.array([every[f.split(" vs ")[0]] for f in d["comparison"]], float) * shift
+        y = d["estimate"].to_numpy(float)
+        err = np.vstack([y - d["ci_low"].to_numpy(float), d["ci_high"].to_numpy(float) - y])
+        left.errorbar(x, y, yerr=err, color=colour, marker=marker, ms=6, lw=1.6, capsize=3, label=label)
+    left.axhline(0, color="0.3", lw=0.8, ls="--")
+    _log_every(left, every.values())
+    left.set_ylabel("level − offline, mean over the shared KL range")
+    left.set_title("Reward gap to offline DPO at matched KL")
+    if left.has_data():
+        left.legend(fontsize=8, title="scored by", loc="best")
+    rows = state[state["cell"].isin(list(every))] if len(state) else state
+    if len(rows):
+        x = rows["cell"].map(every).to_numpy(float)
+        y = rows["estimate"].to_numpy(float)
+        err = np.vstack([y - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - y])
+        right.errorbar(x, y, yerr=np.nan_to_num(err), color="#D55E00", marker="D", ms=6, lw=1.6, capsize=3,
+                       label="online, by sampling interval")
+        ref = state[state["cell"] == "offline"]
+        if len(ref) and np.isfinite(ref["ci_low"].iloc[0]):
+            right.axhspan(ref["ci_low"].iloc[0], ref["ci_high"].iloc[0], color="#0072B2", alpha=0.18, lw=0,
+                          label="offline DPO (95% t interval)")
+            right.axhline(ref["estimate"].iloc[0], color="#0072B2", lw=1.2)
+        right.set_ylim(bottom=0)  # a KL: never below 0
+        right.legend(fontsize=8, loc="best")
+    else:
+        empty_panel(fig, right, "eval/state_kl not logged")
+    _log_every(right, every.values())
+    right.set_ylabel(axis_label("eval/state_kl") + ARROW[direction("eval/state_kl")])
+    right.set_title("State shift from the behaviour policy μ")
+    return fig
+
+
+def _log_every(ax, every) -> None:
+    ticks = sorted(set(int(e) for e in every))
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("source.sample_every [steps per sampling round, log]")
+    ax.grid(color="0.93", lw=0.6)

@@ -49,7 +49,8 @@ class Study:
     @property
     def cells(self) -> list[str]:
         present = set(self.runs["cell"])
-        return [c for c in CELL_ORDER if c in present] + sorted(present - set(CELL_ORDER))
+        # natural order for the rest, so that staleness levels read "online every 4, 10, 25" (report/staleness.py)
+        return [c for c in CELL_ORDER if c in present] + sorted(present - set(CELL_ORDER), key=_natural_text)
 
 
 def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
@@ -266,6 +267,10 @@ def _run_names(dirs: list[Path]) -> list[str]:
     root = Path(os.path.commonpath(dirs))
     names = [str(d.relative_to(root.parent)) for d in dirs]
     return names
+
+
+def _natural_text(text: str) -> list:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
 
 
 def _natural_key(p: Path) -> list:

@@ -167,10 +167,11 @@ def overoptimisation_law(kl: Sequence[float] | np.ndarray, alpha: float, b: floa
 
 def fit_cells(evals: pd.DataFrame, column: str = "eval/reward") -> pd.DataFrame:
     """The law per cell, on all its runs' evaluations: gain = `column` − that run's step-0 value, against eval/kl_sft.
-    Returns cell, alpha, b, peak_kl (d*², NaN unless b > 0), points, rmse."""
+    Returns cell, alpha, b, peak_kl (d*², NaN unless b > 0), max_kl (the largest KL the cell reached), points, rmse."""
+    cols = ["cell", "alpha", "b", "peak_kl", "max_kl", "points", "rmse"]
     need = {"run", "cell", "step", "eval/kl_sft", column}
     if evals.empty or need - set(evals.columns):
-        return pd.DataFrame(columns=["cell", "alpha", "b", "peak_kl", "points", "rmse"])
+        return pd.DataFrame(columns=cols)
     ev = evals.dropna(subset=["eval/kl_sft", column]).sort_values(["run", "step"])
     start = ev.groupby("run")[column].transform("first")
     ev = ev.assign(gain=ev[column] - start)
@@ -182,6 +183,6 @@ def fit_cells(evals: pd.DataFrame, column: str = "eval/reward") -> pd.DataFrame:
             continue
         fitted = overoptimisation_law(d["eval/kl_sft"], alpha, b)
         peak = float(np.exp(2 * (alpha / b - 1))) if b > 0 else float("nan")
-        out.append({"cell": cell, "alpha": alpha, "b": b, "peak_kl": peak, "points": len(d),
-                    "rmse": float(np.sqrt(np.mean((d["gain"].to_numpy(float) - fitted) ** 2)))})
-    return pd.DataFrame(out, columns=["cell", "alpha", "b", "peak_kl", "points", "rmse"])
+        out.append({"cell": cell, "alpha": alpha, "b": b, "peak_kl": peak, "max_kl": float(d["eval/kl_sft"].max()),
+                    "points": len(d), "rmse": float(np.sqrt(np.mean((d["gain"].to_numpy(float) - fitted) ** 2)))})
+    return pd.DataFrame(out, columns=cols)

@@ -67,7 +67,7 @@ def compute_gap_table(evals: pd.DataFrame, cells: list[str], higher_is_better: b
         missing = [c for c in con.weights if c not in cells]
         if con.key == "rl" and missing:
             continue
-        base = _base_row(con)
+        base = base_row(con)
         if missing:
             rows += [base | {"axis": a, "note": f"not available: no {', '.join(missing)} runs"} for a in AXES[:3]]
             continue
@@ -75,8 +75,8 @@ def compute_gap_table(evals: pd.DataFrame, cells: list[str], higher_is_better: b
         rows += _budget_rows(evals, units, con, base, cells, "step")
         if labels_differ:
             rows += _budget_rows(evals, units, con, base, cells, "oracle_calls")
-    table = pd.DataFrame(rows, columns=list(_base_row(CONTRASTS[0])) + ["axis"]) if rows else pd.DataFrame()
-    return _adjust(table, higher_is_better) if len(table) else table
+    table = pd.DataFrame(rows, columns=list(base_row(CONTRASTS[0])) + ["axis"]) if rows else pd.DataFrame()
+    return adjust_family(table, higher_is_better) if len(table) else table
 
 
 def describe_label_budget(evals: pd.DataFrame, cells: list[str]) -> str:
@@ -111,7 +111,7 @@ def write_gap_csv(table: pd.DataFrame, path) -> None:
     rows.reindex(columns=CSV_COLUMNS).to_csv(path, index=False)
 
 
-def _base_row(con: Contrast) -> dict:
+def base_row(con: Contrast) -> dict:
     return {"contrast": con.key, "comparison": con.label, "formula": con.formula, "at": np.nan, "kl_low": np.nan,
             "kl_high": np.nan, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan,
             "p_adjusted": np.nan, "adj_low": np.nan, "adj_high": np.nan, "adj_level": np.nan, "se": np.nan,
@@ -184,7 +184,7 @@ def _matched_rows(evals: pd.DataFrame, cells: list[str], axis: str) -> tuple[pd.
     return ev.groupby("run", sort=True)[["cell", "seed", "step", REWARD]].last(), at
 
 
-def _adjust(table: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
+def adjust_family(table: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
     """Holm over the mean-gap rows (the family), their adjusted intervals and verdicts."""
     fam = table.index[table["axis"] == "kl_sft_mean"]
     adj, level = G.holm(table.loc[fam, "p"].to_numpy(float))
@@ -199,5 +199,5 @@ def _adjust(table: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
     return table
 
 
-__all__ = ["CONTRASTS", "KL_GRID", "KL_SFT", "REWARD", "compute_gap_curve", "compute_gap_table",
-           "describe_label_budget", "write_gap_csv"]
+__all__ = ["CONTRASTS", "KL_GRID", "KL_SFT", "REWARD", "adjust_family", "base_row", "compute_gap_curve",
+           "compute_gap_table", "describe_label_budget", "write_gap_csv"]

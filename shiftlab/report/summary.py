@@ -78,14 +78,20 @@ def write_summary(study: Study, table: pd.DataFrame, gold: pd.DataFrame | None =
     if r is not None and np.isfinite(r["estimate"]):
         lines.append("RL reference point: o" + _mean_gap_sentence(r, table, first="rl", second="offline")[1:])
     lines.append(_seed_caveat(table))
-    unfinished = (study.runs["status"] != "finished").sum()
-    if unfinished:
-        lines.append(f"{unfinished} of {len(study.runs)} runs are not marked finished; the estimates use the "
-                     "evaluations logged so far (see Data notes).")
+    lines.append(_unfinished_sentence(study))
     return [s for s in lines if s]
 
 
-def _describe_cells(study: Study) -> str:
+def _unfinished_sentence(study: Study) -> str:
+    unfinished = (study.runs["status"] != "finished").sum()
+    if not unfinished:
+        return ""
+    return (f"{unfinished} of {len(study.runs)} runs are not marked finished; the estimates use the evaluations "
+            "logged so far (see Data notes).")
+
+
+def _describe_cells(study: Study, design: bool = True) -> str:
+    """Which cells the study has, runs × seeds × β values each; with `design`, which cells of the 2x2 it lacks."""
     counts = study.runs.groupby("cell").size()
     betas = {r: study.configs.get(r, {}).get("loss.beta") for r in study.runs["run"]}
     parts = []
@@ -98,7 +104,7 @@ def _describe_cells(study: Study) -> str:
     missing = [c for c in MAIN_CELLS if c not in counts.index]
     n = len(study.runs)
     text = f"The study has {n} run{'s' if n != 1 else ''}. Cells present: {', '.join(parts)}."
-    if missing:
+    if missing and design:
         text += f" Missing: {', '.join(missing)} — comparisons that need them are marked not available."
     return text
 
@@ -198,3 +204,91 @@ def _row(table: pd.DataFrame, axis: str, contrast: str) -> pd.Series | None:
     hit = table[(table["axis"] == axis) & (table["contrast"] == contrast)]
     return None if hit.empty else hit.iloc[0]
 
+
+
+# ----- a staleness study (report/staleness.py) -----
+
+NOUKHOVITCH = ("Noukhovitch et al. (2024, Asynchronous RLHF) found online DPO robust to training on samples from "
+               "older policies")
+
+
+def staleness_lead(table: pd.DataFrame) -> str:
+    """The staleness report's first line: the trend of reward at matched KL per doubling of the sampling interval,
+    with its Holm-adjusted interval."""
+    row = _row(table, "kl_sft_mean", "trend")
+    if row is None or not np.isfinite(row["estimate"]):
+        return "The staleness trend is not available: it needs two or more levels and the offline cell, with seeds."
+    return (f"Online DPO's reward at matched KL (mean over {row['kl_low']:.3g}–{row['kl_high']:.3g} nats) changes by "
+            f"{signed(row['estimate'])} per doubling of the sampling interval{_adjusted(row)}: {_trend_word(row)}.")
+
+
+def _staleness_details(gold: pd.DataFrame, state: pd.DataFrame) -> str:
+    """The gold judge's trend and the state shift's, for the summary."""
+    text = ""
+    g = _row(gold, "kl_sft_mean", "trend") if gold is not None else None
+    if g is not None and np.isfinite(g["estimate"]):
+        text += f"Scored by the gold judge the trend is {signed(g['estimate'])} per doubling{_adjusted(g)}, {_trend_word(g)}."
+    s = state[state["cell"] == "trend"] if len(state) else state
+    if len(s) and np.isfinite(s["estimate"].iloc[0]):
+        r = s.iloc[0]
+        text += (f" The state shift KL(d_θ ‖ d_μ) (each run's mean eval/state_kl) changes by {signed(r['estimate'])} "
+                 f"nats per doubling (Welch 95% CI {signed(r['ci_low'])} to {signed(r['ci_high'])}).")
+    return text.strip()
+
+
+def staleness_summary(study: Study, table: pd.DataFrame, gold: pd.DataFrame, state: pd.DataFrame,
+                      levels: list) -> list[str]:
+    """Sentences for the top of a staleness report, in reading order."""
+    lines = [_describe_cells(study, design=False)]
+    row = _row(table, "kl_sft_mean", "trend")
+    if row is None or not np.isfinite(row["estimate"]):
+        return lines + [staleness_lead(table)]
+    lines.append(_staleness_details(gold, state))
+    per = []
+    for lv in levels:
+        r = _row(table, "kl_sft_mean", f"every{lv.every}")
+        if r is not None and np.isfinite(r["estimate"]):
+            per.append(f"every {lv.every} {signed(r['estimate'])} ({_adj_interval(r)}, {r['verdict']})")
+    lines.append(f"Each level's mean gap to offline DPO over that range, Holm-adjusted with the trend: "
+                 f"{'; '.join(per)}.")
+    gper = []
+    for lv in levels:
+        r = _row(gold, "kl_sft_mean", f"every{lv.every}") if gold is not None else None
+        if r is not None and np.isfinite(r["estimate"]):
+            gper.append(f"every {lv.every} {signed(r['estimate'])} ({_adj_interval(r)}, {r['verdict']})")
+    if gper:
+        lines.append(f"The same gaps scored by the gold judge: {'; '.join(gper)}.")
+    lines.append(_noukhovitch_sentence(row, levels))
+    lines.append(_seed_caveat(table))
+    lines.append(_unfinished_sentence(study))
+    return [s for s in lines if s]
+
+
+def _noukhovitch_sentence(row: pd.Series, levels: list) -> str:
+    span = f"sample_every {levels[0].every}–{levels[-1].every}"
+    if not np.isfinite(row["p_adjusted"]):
+        return f"{NOUKHOVITCH}; with too few seeds for an interval, this study cannot say whether that reproduces."
+    if row["verdict"] == "inconclusive":
+        return (f"{NOUKHOVITCH}. Here no dependence of the matched-KL reward on staleness is resolved over {span}: "
+                f"consistent with that robustness, and the adjusted interval bounds the trend to "
+                f"{signed(row['adj_low'])} … {signed(row['adj_high'])} per doubling — an absence of evidence, not "
+                f"evidence of no effect{_power_clause(row)}.")
+    way = "falls" if row["estimate"] < 0 else "rises"
+    return (f"{NOUKHOVITCH}. Here that does not reproduce: over {span} the matched-KL reward {way} with staleness "
+            f"({signed(row['estimate'])} per doubling, {_adj_interval(row)}).")
+
+
+def _trend_word(row: pd.Series) -> str:
+    if not np.isfinite(row["p_adjusted"]):
+        return "no interval (too few seeds)"
+    if row["verdict"] == "inconclusive":
+        return "no trend resolved, the adjusted interval includes 0"
+    return f"reward {'falls' if row['estimate'] < 0 else 'rises'} with staleness"
+
+
+def _adjusted(row: pd.Series) -> str:
+    return f" ({_adj_interval(row)})" if np.isfinite(row["p_adjusted"]) else ""
+
+
+def _adj_interval(row: pd.Series) -> str:
+    return f"Holm-adjusted 95% interval {signed(row['adj_low'])} to {signed(row['adj_high'])}"

@@ -193,6 +193,36 @@ def format_shortfall(short: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def format_law(proxy: pd.DataFrame, gold: pd.DataFrame | None = None, cells: list[str] | None = None) -> pd.DataFrame:
+    """The over-optimisation law's fits (report/optimum.py: fit_cells) per cell in `cells` order, the gold judge's
+    beside the oracle's where given."""
+    rows = []
+    for name, fits in (("oracle (proxy)", proxy), ("gold judge", gold)):
+        if fits is None:
+            continue
+        if cells is not None:
+            fits = fits.set_index("cell").reindex([c for c in cells if c in set(fits["cell"])]).reset_index()
+        for r in fits.itertuples():
+            peak = "no peak (b ≤ 0)" if not np.isfinite(r.peak_kl) else (
+                "> 10⁴" if r.peak_kl > 1e4 else f"{r.peak_kl:.3g}")
+            rows.append({"cell": r.cell, "reward": name, "α": f"{r.alpha:.3f}", "b": signed(r.b),
+                         "peak KL [nats]": peak, "KL reached [nats]": f"{r.max_kl:.3g}", "RMSE": f"{r.rmse:.3f}",
+                         "evaluations": _int(r.points)})
+    return pd.DataFrame(rows, columns=["cell", "reward", "α", "b", "peak KL [nats]", "KL reached [nats]", "RMSE",
+                                       "evaluations"])
+
+
+def format_level_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-cell means with intervals (report/staleness.py: level_frontier_means, state_shift_table) for reading;
+    a 'trend' row is the slope per doubling of sample_every."""
+    rows = []
+    for r in frame.itertuples():
+        rows.append({"cell": "trend per doubling of sample_every" if r.cell == "trend" else r.cell,
+                     "sample_every": "—" if not np.isfinite(r.every) else f"{r.every:.0f}",
+                     "estimate": signed(r.estimate), "95% CI": _ci(r.ci_low, r.ci_high), "seeds": _int(r.seeds)})
+    return pd.DataFrame(rows, columns=["cell", "sample_every", "estimate", "95% CI", "seeds"])
+
+
 def signed(x: float, digits: int = 3) -> str:
     """`x` with an explicit sign, the minus a true minus (−) so that columns of mixed signs line up."""
     return "—" if not np.isfinite(x) else f"{x:+.{digits}f}".replace("-", "\u2212")

@@ -23,6 +23,7 @@ from shiftlab.report.optimum import (
     reliable_kl,
     shortfall,
 )
+from shiftlab.report.tables import format_law
 
 
 def _optimum_rows(key: str, scale: float, upto: float, sft: str = "s0", gold: bool = True) -> list[dict]:
@@ -125,6 +126,12 @@ def test_the_law_is_fitted_per_cell_on_gains_over_step_zero():
     assert fits.loc["offline", "alpha"] == pytest.approx(0.5) and fits.loc["online", "b"] == pytest.approx(0.2)
     assert fits.loc["offline", "peak_kl"] == pytest.approx(math.exp(2 * (0.5 / 0.3 - 1)))
     assert (fits["rmse"] < 1e-9).all()
+    assert (fits["max_kl"] == 16).all()
+    shown = format_law(fits.reset_index(), None, cells=["online", "offline", "rl"])
+    assert list(shown["cell"]) == ["online", "offline"]  # the report's cell order; absent cells skipped
+    assert shown.loc[1, "peak KL [nats]"] == f"{math.exp(2 * (0.5 / 0.3 - 1)):.3g}"
+    rising = fits.reset_index().assign(b=-0.1, peak_kl=float("nan"))
+    assert (format_law(rising)["peak KL [nats]"] == "no peak (b ≤ 0)").all()
 
 
 def test_the_frontier_plot_draws_the_optimum_dashed_up_to_its_reliable_kl(study_dir):
