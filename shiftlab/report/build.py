@@ -198,7 +198,7 @@ def _staleness_section(study: Study, levels: list, gap: pd.DataFrame, gold: pd.D
                        state: pd.DataFrame) -> Section:
     names = [lv.name for lv in levels]
     units = build_units(study.evals)
-    span = common_range(units, [*names, staleness.REFERENCE])
+    span = staleness.shared_span(units, names)
     text = (f"Each level is the online cell with a sampling round every `source.sample_every` optimizer steps; a "
             f"round draws enough prompts that every pair serves the same number of steps and every run spends the "
             f"same labelling budget, so only how stale the pairs are changes (conf/experiment/staleness.yaml). The "

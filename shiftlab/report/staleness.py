@@ -89,6 +89,12 @@ def trend_weights(every: list[int]) -> np.ndarray:
     return d / np.sum(d**2)
 
 
+def shared_span(units, names: list[str]) -> tuple[float, float] | str:
+    """The KL range every seed of the named levels and of the reference cell covers: the one range the gaps, the
+    trend and the level means are all read over. A reason string where there is none."""
+    return common_range(units, [*names, REFERENCE]) if names else "no level"
+
+
 def compute_staleness_table(evals: pd.DataFrame, levels: list[Level], metric: str = REWARD,
                             higher_is_better: bool = True) -> pd.DataFrame:
     """The gap table of a staleness study (module docstring): per level its gap to the reference cell on the
@@ -100,7 +106,7 @@ def compute_staleness_table(evals: pd.DataFrame, levels: list[Level], metric: st
     if len(present) < 2 or not units.of([REFERENCE]).any():
         return pd.DataFrame()
     names = [lv.name for lv in present]
-    span = common_range(units, [*names, REFERENCE])
+    span = shared_span(units, names)
     rows = []
     if isinstance(span, str):
         for lv in present:
@@ -180,7 +186,7 @@ def level_frontier_means(evals: pd.DataFrame, levels: list[Level], metric: str =
     ev = evals.assign(**{REWARD: evals[metric]}) if metric != REWARD else evals
     units = build_units(ev)
     names = [lv.name for lv in levels if units.of([lv.name]).any()]
-    span = common_range(units, [*names, REFERENCE]) if names else "no level"
+    span = shared_span(units, names)
     if isinstance(span, str):
         return pd.DataFrame(columns=["cell", "every", "estimate", "ci_low", "ci_high", "seeds"])
     rows = []
