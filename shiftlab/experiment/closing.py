@@ -66,10 +66,16 @@ def format_run_summary(eval_row: Mapping[str, Any] | None, meta: Mapping[str, An
         lines.append("  (no evaluation row in metrics.jsonl)")
     else:
         lines.append(f"  at the last evaluation (step {eval_row.get('step', '?')}; ± one standard error):")
-        lines += [f"  {label:<20} {_mean_se(eval_row, column, unit)}" for label, column, unit in SUMMARY_ROWS
-                  if column in eval_row]
+        lines += [f"  {label:<20} {_mean_se(eval_row, column, unit)}{_why_same(column, meta)}"
+                  for label, column, unit in SUMMARY_ROWS if column in eval_row]
     lines += [f"  {'run directory':<20} {run_dir}", f"  {'report':<20} {report_command(run_dir)}"]
     return "\n".join(lines)
+
+
+def _why_same(column: str, meta: Mapping[str, Any]) -> str:
+    """A fixed set logs the state shift only where π_sft sampled it (shiftlab/experiment/factory.py), so μ = π_sft
+    and the full-depth state KL is KL(π_θ‖π_sft) itself: the two lines print the same number, and should say why."""
+    return "; μ = π_sft here, so it equals KL(π_θ‖π_sft)" if column == "eval/state_kl" and meta.get("source") == "offline" else ""
 
 
 def last_eval_row(metrics_path: Path) -> dict[str, Any] | None:

@@ -44,6 +44,12 @@ def test_the_summary_gives_each_finding_with_its_standard_error_and_unit():
     assert _line(text, "report").endswith("python scripts/report.py '/runs/a b'")  # pastes into a shell as is
 
 
+def test_an_offline_run_says_why_its_state_shift_repeats_its_kl_to_sft():
+    offline = format_run_summary(ROW | {"eval/state_kl": 12.5}, META | {"source": "offline"}, "r")
+    assert _line(offline, "state shift").endswith("; μ = π_sft here, so it equals KL(π_θ‖π_sft)")
+    assert "μ = π_sft" not in format_run_summary(ROW, META | {"source": "onpolicy"}, "r")
+
+
 def test_columns_a_run_did_not_log_are_left_out_and_null_ones_say_so():
     row = {"step": 4, "eval/reward": None, "eval/reward_se": None, "eval/kl_sft": 0.5, "eval/kl_ref": 0.5}
     text = format_run_summary(row, META, "r")
