@@ -120,7 +120,8 @@ def write_data_files(out_dir: Path, study: Study, gap: pd.DataFrame, frontier: p
     if not short.empty:
         short.to_csv(out_dir / "shortfall.csv", index=False)
         files.append(("shortfall.csv", "the optimum's reward minus each cell's frontier at the KL grid's points"))
-    runs = study.runs.assign(beta=[study.configs.get(r, {}).get("loss.beta") for r in study.runs["run"]])
+    runs = study.runs.assign(beta=[study.configs.get(r, {}).get("loss.beta") for r in study.runs["run"]],
+                             path=[_portable_path(p) for p in study.runs["path"]])
     runs.drop(columns=["overrides"], errors="ignore").to_csv(out_dir / "runs.csv", index=False)
     files.append(("runs.csv", "one row per run: cell, seed, β, status, steps, wall time, run directory"))
     beta = dict(zip(runs["run"], runs["beta"]))
@@ -160,6 +161,13 @@ def build_frontier_table(study: Study, n_points: int) -> pd.DataFrame:
 def _optimum_at(study: Study, kl: np.ndarray) -> np.ndarray:
     """The optimum frontier's reward at each KL (NaN past its reliable KL, or where no run wrote optimum.jsonl)."""
     return optimum.optimum_at(optimum.load_optimum(study), kl)
+
+
+def _portable_path(path: str) -> str:
+    """A run directory as runs.csv records it: relative to the working directory where it lies below it, so a
+    committed report names no one machine's checkout."""
+    p = Path(path)
+    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
 
 
 def _lead_section(study: Study, gap: pd.DataFrame, gold: pd.DataFrame, frontier: pd.DataFrame,

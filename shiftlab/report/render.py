@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -47,7 +48,10 @@ def write_figure(fig: Figure, out_dir: Path, stem: str) -> bytes:
     fig.savefig(buf, format="png", dpi=DPI)
     png = buf.getvalue()
     (out_dir / f"{stem}.png").write_bytes(png)
-    fig.savefig(out_dir / f"{stem}.svg", format="svg")
+    # no date and a fixed salt for the SVG's element ids: the same study rebuilds byte-identical files, so a
+    # committed report's diff shows only what changed
+    with matplotlib.rc_context({"svg.hashsalt": stem}):
+        fig.savefig(out_dir / f"{stem}.svg", format="svg", metadata={"Date": None})
     return png
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shiftlab.report.render import Plot, Section, is_numeric_column, render_html, render_markdown, write_report
+from shiftlab.report.render import (
+    Plot,
+    Section,
+    is_numeric_column,
+    render_html,
+    render_markdown,
+    write_figure,
+    write_report,
+)
 from shiftlab.report.tables import signed
 
 
@@ -14,6 +22,14 @@ def _figure(width: float = 6.0, panels: int = 1) -> Figure:
     for ax in fig.subplots(1, panels, squeeze=False).ravel():
         ax.plot([0, 1], [0, 1])
     return fig
+
+
+def test_the_same_figure_writes_the_same_bytes_twice(tmp_path):
+    (a := tmp_path / "a").mkdir(), (b := tmp_path / "b").mkdir()
+    pngs = [write_figure(_figure(), d, "frontier") for d in (a, b)]
+    assert pngs[0] == pngs[1]
+    assert (a / "frontier.svg").read_bytes() == (b / "frontier.svg").read_bytes()  # no date, no random ids
+    assert b"<dc:date>" not in (a / "frontier.svg").read_bytes()
 
 
 def test_numeric_columns_are_told_from_text():

@@ -320,6 +320,13 @@ def test_the_runs_section_says_how_long_the_study_took(report_dir):
     assert "offline " in md.split("Run time:")[1].split("\n")[0]
 
 
+def test_runs_csv_names_run_directories_relative_to_the_working_directory(gap_study, tmp_path, monkeypatch):
+    monkeypatch.chdir(gap_study.parent)
+    assert main_report([gap_study.name, f"out={tmp_path}", "name=rep"]) == 0
+    paths = pd.read_csv(tmp_path / "rep" / "runs.csv")["path"]
+    assert all(not Path(p).is_absolute() and (gap_study.parent / p / "run.json").is_file() for p in paths)
+
+
 def test_the_gold_judge_gets_the_same_contrasts_and_a_sentence(gap_study):
     from shiftlab.report.build import gold_gap_table
 
