@@ -98,7 +98,8 @@ def _start_or_resume(cfg: ShiftlabConfig, run_dir: Path, resuming: bool, overrid
         start = checkpoint["step"] if checkpoint else 0
         how = "" if checkpoint else " (it wrote no checkpoint, so it starts over)"
         print(f"[shiftlab] resuming {run_dir} at step {start}{how}", file=sys.stderr)
-        meta = {k: v for k, v in meta.items() if k not in ("status", "steps_done", "wall_time_s", "last_checkpoint")}
+        meta = {k: v for k, v in meta.items() if k not in ("status", "steps_done", "wall_time_s", "last_checkpoint",
+                                                       "finished_at")}
         return _run(cfg, run_dir, meta | {"resumed_at": [*meta.get("resumed_at", []), start]}, checkpoint, processes)
 
 

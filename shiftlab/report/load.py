@@ -212,6 +212,8 @@ def _read_meta(d: Path, name: str, cfg: dict[str, Any], rows: list[dict]) -> dic
         "steps": meta.get("steps", cfg.get("train.steps")),
         "last_step": max(steps) if steps else np.nan,
         "wall_time_s": meta.get("wall_time_s", np.nan),
+        "started_at": meta.get("started_at"),  # UTC ISO 8601; absent from runs older than the field
+        "finished_at": meta.get("finished_at"),
         "overrides": tuple(meta.get("overrides", ())),
         "meta_problem": problem,
     }

@@ -55,7 +55,23 @@ def describe_run_time(study: Study) -> str:
                          f"{g.median() / 60:.1f})" for c, g in t.groupby("cell", sort=False)["wall_time_s"])
     return (f"Run time: {t['wall_time_s'].sum() / 3600:.2f} h in all over {len(t)} runs (Σ of each run's wall time, "
             f"one after another; a sweep's own wall time adds what its first runs wait for: π_sft, each seed's offline "
-            f"set and optimum draw): {per_cell}.")
+            f"set and optimum draw): {per_cell}.{describe_span(study.runs)}")
+
+
+def describe_span(runs: pd.DataFrame) -> str:
+    """The study's wall-clock span, first run's start to last run's finish (run.json's UTC times), as a sentence
+    starting with a space; empty unless every run recorded both (runs older than the fields, or still going)."""
+    if runs.empty or any(c not in runs for c in ("started_at", "finished_at")):
+        return ""
+    start = pd.to_datetime(runs["started_at"], utc=True, errors="coerce")
+    end = pd.to_datetime(runs["finished_at"], utc=True, errors="coerce")
+    if start.isna().any() or end.isna().any():
+        return ""
+    first, last = start.min(), end.max()
+    hours = (last - first).total_seconds() / 3600
+    took = f"{hours * 60:.0f} min" if hours < 2 else f"{hours:.2f} h"
+    return (f" Wall clock: {took} from the first run's start ({first:%Y-%m-%d %H:%M}) to the last run's finish "
+            f"({last:%Y-%m-%d %H:%M} UTC), with whatever ran in parallel or waited between.")
 
 
 def format_gap_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

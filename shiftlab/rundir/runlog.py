@@ -21,6 +21,7 @@ samples as written, so it mirrors exactly what the files hold.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import math
 import os
@@ -103,6 +104,11 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def utc_now() -> str:
+    """The wall clock as run.json records it: UTC, ISO 8601, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 class RunLog:
     FILES = ("metrics", "events", "curves", "samples", "sft")
 
@@ -113,7 +119,8 @@ class RunLog:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._start = time.perf_counter()
-        self._meta = dict(meta) | {"status": "running"}
+        # started_at survives a resume (the resumed run's meta carries it), so a sweep's span counts from its first start
+        self._meta = {"started_at": utc_now()} | dict(meta) | {"status": "running"}
         self._write_meta()
         self._files = {name: _JsonLines(self.dir / f"{name}.jsonl", truncate) for name in self.FILES}
         self.counters: dict[str, int] = {"pairs_seen": 0, "oracle_calls": 0, "policy_samples": 0}
@@ -174,7 +181,8 @@ class RunLog:
             self.counters[key] += value
 
     def finish(self, status: str, steps: int) -> None:
-        self._meta |= {"status": status, "steps_done": steps, "wall_time_s": round(self.elapsed(), 3)}
+        self._meta |= {"status": status, "steps_done": steps, "wall_time_s": round(self.elapsed(), 3),
+                       "finished_at": utc_now()}
         self._write_meta()
         for f in self._files.values():
             f.close()

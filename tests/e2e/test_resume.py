@@ -157,8 +157,10 @@ def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path, cache, un
             run(_config(cache, "offline_soft"), tmp_path / "run")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
     assert list_checkpoints(tmp_path / "run") == []
+    started = json.loads((tmp_path / "run" / "run.json").read_text())["started_at"]
     run(_config(cache, "offline_soft", "resume=true"), tmp_path / "run")
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_at"] == [0]
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["resumed_at"] == [0] and meta["started_at"] == started and meta["finished_at"] >= started
     assert_same_run(expected, tmp_path / "run")
 
 

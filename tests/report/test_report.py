@@ -320,6 +320,17 @@ def test_the_runs_section_says_how_long_the_study_took(report_dir):
     assert "offline " in md.split("Run time:")[1].split("\n")[0]
 
 
+def test_the_wall_clock_span_runs_from_the_first_start_to_the_last_finish():
+    from shiftlab.report.tables import describe_span
+
+    runs = pd.DataFrame({"started_at": ["2026-12-03T06:25:07+00:00", "2026-12-03T06:28:01+00:00"],
+                         "finished_at": ["2026-12-03T06:28:00+00:00", "2026-12-03T07:47:19+00:00"]})
+    assert describe_span(runs).startswith(" Wall clock: 82 min from the first run's start (2026-12-03 06:25)")
+    assert "(2026-12-03 07:47 UTC)" in describe_span(runs)
+    assert describe_span(runs.assign(finished_at=[runs["finished_at"][0], None])) == ""  # one still going
+    assert describe_span(runs.drop(columns="started_at")) == ""  # runs older than the fields
+
+
 def test_runs_csv_names_run_directories_relative_to_the_working_directory(gap_study, tmp_path, monkeypatch):
     monkeypatch.chdir(gap_study.parent)
     assert main_report([gap_study.name, f"out={tmp_path}", "name=rep"]) == 0
