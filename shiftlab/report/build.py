@@ -13,7 +13,7 @@ from shiftlab.cell import MAIN_CELLS
 from shiftlab.metrics import direction
 from shiftlab.report import anomalies, frontier_plots, methods, optimum, plots, staleness, tables
 from shiftlab.report.frontier import GOLD_REWARD, REWARD, build_units, common_range, compute_frontiers, limiting_unit
-from shiftlab.report.load import Study, load_study
+from shiftlab.report.load import Study, load_study, portable_path
 from shiftlab.report.options import PlotConfig, ReportConfig, default_name
 from shiftlab.report.render import Plot, Section, write_figure, write_report
 from shiftlab.report.stats import KL_GRID, compute_gap_curve, compute_gap_table, describe_label_budget, write_gap_csv
@@ -121,7 +121,7 @@ def write_data_files(out_dir: Path, study: Study, gap: pd.DataFrame, frontier: p
         short.to_csv(out_dir / "shortfall.csv", index=False)
         files.append(("shortfall.csv", "the optimum's reward minus each cell's frontier at the KL grid's points"))
     runs = study.runs.assign(beta=[study.configs.get(r, {}).get("loss.beta") for r in study.runs["run"]],
-                             path=[_portable_path(p) for p in study.runs["path"]])
+                             path=[portable_path(p) for p in study.runs["path"]])
     runs.drop(columns=["overrides"], errors="ignore").to_csv(out_dir / "runs.csv", index=False)
     files.append(("runs.csv", "one row per run: cell, seed, β, status, steps, wall time, run directory"))
     beta = dict(zip(runs["run"], runs["beta"]))
@@ -161,13 +161,6 @@ def build_frontier_table(study: Study, n_points: int) -> pd.DataFrame:
 def _optimum_at(study: Study, kl: np.ndarray) -> np.ndarray:
     """The optimum frontier's reward at each KL (NaN past its reliable KL, or where no run wrote optimum.jsonl)."""
     return optimum.optimum_at(optimum.load_optimum(study), kl)
-
-
-def _portable_path(path: str) -> str:
-    """A run directory as runs.csv records it: relative to the working directory where it lies below it, so a
-    committed report names no one machine's checkout."""
-    p = Path(path)
-    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
 
 
 def _lead_section(study: Study, gap: pd.DataFrame, gold: pd.DataFrame, frontier: pd.DataFrame,

@@ -72,6 +72,13 @@ def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
     return unique
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """A run directory as a committed report records it: relative to the working directory where it lies below it,
+    so the report names no one machine's checkout."""
+    p = Path(path)
+    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
+
+
 def load_study(paths: list[str | os.PathLike], allow_mixed: bool = False) -> Study:
     """Load every run below `paths`; raise ReportError if runs' `task`/`model` configs differ."""
     dirs = find_run_dirs(paths)
