@@ -5,7 +5,8 @@ misspelt key, a wrong type or an unknown enum value fails at start-up with Hydra
 range checks a type cannot express (β > 0, 0 < α ≤ 1, ...) and names the key that is wrong.
 
 Why this module is long: it is every config group's schema, kept in one file so that one read shows every key a
-run accepts (each dataclass is short), plus the registration of the resolvers the YAML calls (`cell`, `threads_per_run`).
+run accepts (each dataclass is short), plus the registration of the resolvers the YAML calls (`cell`,
+`threads_per_run`, `prompts_for_reuse`).
 """
 
 from __future__ import annotations
